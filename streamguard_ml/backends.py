@@ -1,0 +1,150 @@
+"""Training backends.  Both run the same entrypoint (``streamguard_ml.train``).
+
+* ``local`` — builds an ``/opt/ml``-like tree in a temporary directory, sets
+  SageMaker's environment variables and runs ``python -m streamguard_ml.train``
+  in a subprocess, streaming its log; then packs ``model.tar.gz`` exactly where
+  a SageMaker job's output would be found.
+* ``sagemaker`` — the Airflow layer hands the request built by
+  :mod:`streamguard_ml.sagemaker` to ``SageMakerTrainingOperator``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from .config import PipelineConfig
+from .inference import pack_archive
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def hyperparameters_for(cfg: PipelineConfig, model_type: str, fine_tune: bool = False) -> dict[str, str]:
+    """CLI hyperparameters of the entrypoint, as strings (SageMaker's HyperParameters format)."""
+    epochs = cfg.gnn_epochs if model_type == "gnn" else cfg.transformer_epochs
+    lr = cfg.learning_rate_gnn if model_type == "gnn" else cfg.learning_rate_transformer
+    if fine_tune:
+        lr /= 5  # start from the champion: smaller steps keep what it learned
+    hp = {"model-type": model_type, "epochs": str(epochs), "batch-size": str(cfg.batch_size),
+          "learning-rate": f"{lr:g}", "seed": str(cfg.seed)}
+    if model_type == "transformer":
+        hp.update({"base-model": cfg.base_model, "max-length": str(cfg.max_length),
+                   "window-stride": str(cfg.window_stride)})
+    return hp
+
+
+def cli_args(hp: dict[str, str]) -> list[str]:
+    return [part for k, v in sorted(hp.items()) for part in (f"--{k}", str(v))]
+
+
+def params_digest(hp: dict[str, str], dataset_hash: str, init_uri: str | None) -> str:
+    body = json.dumps({"hp": hp, "data": dataset_hash, "init": init_uri}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def train_local(store: Store, run: str, model_type: str, cfg: PipelineConfig, init_uri: str | None = None,
+                dataset_hash: str = "") -> dict[str, Any]:
+    """Run the entrypoint locally; returns ``{"model_uri", "job_name", "validation", ...}``.
+
+    Idempotent: when this run already holds a model trained with the same
+    hyperparameters, data and starting point, it is reused instead of retrained.
+    """
+    hp = hyperparameters_for(cfg, model_type, fine_tune=bool(init_uri))
+    digest = params_digest(hp, dataset_hash, init_uri)
+    archive_key = layout.model_archive(run, model_type)
+    summary_key = f"{layout.model_dir(run, model_type)}/training.json"
+    if store.exists(archive_key) and store.exists(summary_key):
+        summary = store.read_json(summary_key)
+        if summary.get("params_digest") == digest:
+            log.info("%s model of run %s already trained with these parameters: reusing %s",
+                     model_type, run, store.uri(archive_key))
+            return _result(store, run, model_type, summary)
+    with tempfile.TemporaryDirectory(prefix="sg-opt-ml-") as tmp:
+        root = Path(tmp)
+        channels = {"train": "train", "validation": "val"}
+        for channel, split in channels.items():
+            store.download_dir(layout.split_dir(run, split), root / "input" / "data" / channel)
+        if init_uri:
+            from .store import read_uri_bytes
+
+            (root / "input" / "data" / "init").mkdir(parents=True)
+            (root / "input" / "data" / "init" / "model.tar.gz").write_bytes(read_uri_bytes(init_uri))
+        env = sagemaker_environment(root, hp, with_init=bool(init_uri))
+        checkpoint, synced = _checkpoint_dir(store, f"{layout.model_dir(run, model_type)}/checkpoints/{digest}", root)
+        cmd = [sys.executable, "-m", "streamguard_ml.train", *cli_args(hp), "--checkpoint-dir", str(checkpoint)]
+        _run_streaming(cmd, env)
+        model_dir = root / "model"
+        summary = json.loads((model_dir / "training.json").read_text())
+        summary.update(params_digest=digest, backend="local", job_name=f"local-{layout.run_key(run)}-{model_type}")
+        store.write_bytes(archive_key, pack_archive(model_dir))
+        store.write_json(summary_key, summary)
+        if synced:
+            store.upload_dir(checkpoint, f"{layout.model_dir(run, model_type)}/checkpoints/{digest}")
+    return _result(store, run, model_type, summary)
+
+
+def _result(store: Store, run: str, model_type: str, summary: dict[str, Any]) -> dict[str, Any]:
+    return {"model_type": model_type, "model_uri": store.uri(layout.model_archive(run, model_type)),
+            "job_name": summary.get("job_name"), "backend": summary.get("backend", "local"),
+            "validation": {k: summary["validation"][k] for k in ("accuracy", "f1", "fpr")},
+            "epochs_run": len(summary.get("history", []))}
+
+
+def _checkpoint_dir(store: Store, prefix: str, root: Path) -> tuple[Path, bool]:
+    """Checkpoints that survive a task retry: (directory, whether it must be synced back to the store).
+
+    Keyed by the parameter digest so a run retrained with other settings never
+    resumes from a checkpoint of different hyperparameters.
+    """
+    from .store import LocalStore
+
+    if isinstance(store, LocalStore):
+        return Path(store.uri(prefix)), False
+    target = root / "checkpoints"
+    store.download_dir(prefix, target)
+    return target, True
+
+
+def sagemaker_environment(root: Path, hp: dict[str, str], with_init: bool = False) -> dict[str, str]:
+    """The environment a SageMaker training container sees, pointing into ``root``."""
+    env = dict(os.environ)
+    channels = ["train", "validation"] + (["init"] if with_init else [])
+    env.update({
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
+        "SM_INPUT_DIR": str(root / "input"),
+        "SM_CHANNELS": json.dumps(channels),
+        "SM_HPS": json.dumps(hp),
+        "SM_NUM_GPUS": "0",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_CURRENT_HOST": "algo-1",
+    })
+    for ch in channels:
+        env[f"SM_CHANNEL_{ch.upper()}"] = str(root / "input" / "data" / ch)
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    (root / "output" / "data").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _run_streaming(cmd: list[str], env: dict[str, str]) -> None:
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if "Loading weights" in line:
+            continue
+        log.info("[train] %s", line)
+        tail = (tail + [line])[-20:]
+    if proc.wait() != 0:
+        raise RuntimeError(f"training failed with exit code {proc.returncode}; last lines:\n" + "\n".join(tail))

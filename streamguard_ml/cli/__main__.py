@@ -1,0 +1,7 @@
+"""``python -m streamguard_ml.cli`` is ``streamguard-ml``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

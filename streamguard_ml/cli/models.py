@@ -1,0 +1,144 @@
+"""Model commands: ``train``, ``evaluate``, ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import UsageError, common, emit, store_of
+
+MODEL_ALIASES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transformer"}
+
+
+def add_model_ref(p: argparse.ArgumentParser, default: str = "taint-flow-gnn") -> None:
+    p.add_argument("--model", default=default,
+                   help="registry model: taint-flow-gnn | sql-intent-transformer (or gnn | transformer)")
+    p.add_argument("--model-version", default="deployed", help="N, latest, deployed or best:<metric>")
+
+
+def resolve_version(args: argparse.Namespace) -> Any:
+    from ..registry import Registry
+
+    model = MODEL_ALIASES.get(args.model, args.model)
+    ref = str(args.model_version)
+    if ":" in ref and not ref.startswith("best:"):
+        model, ref = ref.split(":", 1)
+        model = MODEL_ALIASES.get(model, model)
+    return Registry(store_of(args)).resolve(model, ref)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = common(sub.add_parser("train", help="train a model on a preprocessed run (local backend); without "
+                              "--run it is the SageMaker-contract entrypoint itself"))
+    p.add_argument("--run", required=True)
+    p.add_argument("--model-type", choices=["gnn", "transformer"], required=True)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--base-model", default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = common(sub.add_parser("evaluate", help="score a registered version on a run's test split"))
+    p.add_argument("--run", required=True)
+    add_model_ref(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.set_defaults(func=cmd_evaluate)
+
+    p = common(sub.add_parser("predict", help="score functions in a JSONL file ({id, code} per line)"))
+    add_model_ref(p)
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.set_defaults(func=cmd_predict)
+
+
+def _dataset_info(store: Any, run: str) -> dict[str, Any]:
+    from .. import layout
+
+    key = layout.dataset_card(run, "json")
+    if not store.exists(key):
+        raise UsageError(f"run {run!r} is not preprocessed in {store.root}: run `streamguard-ml preprocess --run {run}`")
+    card = store.read_json(key)
+    return {"content_hash": card["content_hash"], "base_model": card["base_model"]}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import PipelineConfig
+    from ..pipeline import train_step
+
+    store = store_of(args)
+    dataset = _dataset_info(store, args.run)
+    values: dict[str, Any] = {"base_model": args.base_model or dataset["base_model"], "batch_size": args.batch_size}
+    if args.epochs:
+        values["gnn_epochs" if args.model_type == "gnn" else "transformer_epochs"] = args.epochs
+    result = train_step(store, args.run, args.model_type, PipelineConfig.from_mapping(values), dataset)
+    emit(args, result, lambda r: print(f"{r['model_type']} trained: val acc {r['validation']['accuracy']:.3f}, "
+                                       f"F1 {r['validation']['f1']:.3f}\nmodel: {r['model_uri']}"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..config import REGISTRY_NAMES
+    from ..evaluate import evaluate_model
+
+    mv = resolve_version(args)
+    model_type = {v: k for k, v in REGISTRY_NAMES.items()}.get(mv.model)
+    if model_type is None:
+        raise UsageError(f"{mv.model} is not a model this pipeline evaluates")
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = evaluate_model(store_of(args), args.run, model_type, mv.artifact_uri, Path(tmp), split=args.split,
+                                 name=f"v{mv.version}")
+    doc = {"model": mv.model, "version": mv.version, "run": args.run, "split": args.split, "metrics": metrics}
+    emit(args, doc, lambda d: print(f"{d['model']} v{d['version']} on {d['run']}/{d['split']}: " + ", ".join(
+        f"{k}={v:.3f}" for k, v in d["metrics"].items() if isinstance(v, float))))
+    return 0
+
+
+def read_inputs(path: Path) -> list[dict[str, Any]]:
+    """Input rows in order; unusable lines become rows carrying an ``error``."""
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    rows = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            if not isinstance(obj, dict) or not isinstance(obj.get("code"), str) or not obj["code"].strip():
+                raise ValueError("needs a JSON object with a non-empty 'code'")
+            rows.append({"id": obj.get("id", f"line-{number}"), "code": obj["code"]})
+        except (UnicodeDecodeError, ValueError) as exc:
+            rows.append({"id": f"line-{number}", "error": f"line {number}: {exc}"})
+    return rows
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..inference import LoadedModel
+
+    mv = resolve_version(args)
+    rows = read_inputs(args.input)
+    good = [r for r in rows if "error" not in r]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
+        scores = model.score(model.featurize([r["code"] for r in good])) if good else None
+    out = []
+    k = 0
+    for r in rows:
+        if "error" in r:
+            out.append({"id": r["id"], "score": None, "label": None, "error": r["error"]})
+            continue
+        row = {"id": r["id"], "score": round(float(scores.prob[k]), 6), "label": int(scores.prob[k] >= args.threshold),
+               "model": mv.model, "version": mv.version}
+        if scores.anomaly is not None:
+            row["anomaly"] = round(float(scores.anomaly[k]), 6)
+        out.append(row)
+        k += 1
+    args.output.write_text("".join(json.dumps(r) + "\n" for r in out))
+    doc = {"model": mv.model, "version": mv.version, "input": str(args.input), "output": str(args.output),
+           "predictions": len(out), "flagged": sum(1 for r in out if r["label"] == 1),
+           "errors": sum(1 for r in out if r["label"] is None)}
+    emit(args, doc, lambda d: print(f"{d['predictions']} predictions ({d['flagged']} flagged, {d['errors']} "
+                                    f"unreadable) by {d['model']} v{d['version']} -> {d['output']}"))
+    return 0

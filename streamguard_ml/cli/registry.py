@@ -1,0 +1,144 @@
+"""``registry list|show|latest|best|compare|promote|rollback|register``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import UsageError, common, emit, store_of
+from .models import MODEL_ALIASES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    reg = sub.add_parser("registry", help="the model registry")
+    rsub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+
+    p = common(rsub.add_parser("list", help="all versions (of one model with --model)"))
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_list)
+
+    p = common(rsub.add_parser("show", help="one version"))
+    p.add_argument("model")
+    p.add_argument("version", help="N, latest, deployed or best:<metric>")
+    p.set_defaults(func=cmd_show)
+
+    p = common(rsub.add_parser("latest", help="the newest version"))
+    p.add_argument("model")
+    p.set_defaults(func=lambda a: _show(a, "latest"))
+
+    p = common(rsub.add_parser("best", help="the version with the best value of a metric"))
+    p.add_argument("model")
+    p.add_argument("--metric", default="f1")
+    p.set_defaults(func=lambda a: _show(a, f"best:{a.metric}"))
+
+    p = common(rsub.add_parser("compare", help="metric deltas between two versions"))
+    p.add_argument("model")
+    p.add_argument("a", type=int)
+    p.add_argument("b", type=int)
+    p.set_defaults(func=cmd_compare)
+
+    p = common(rsub.add_parser("promote", help="make a version the champion (deployed)"))
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.add_argument("--reason", default="manual promotion")
+    p.set_defaults(func=cmd_promote)
+
+    p = common(rsub.add_parser("rollback", help="move the champion back to the previous one"))
+    p.add_argument("model")
+    p.add_argument("--reason", default="manual rollback")
+    p.set_defaults(func=cmd_rollback)
+
+    p = common(rsub.add_parser("register", help="register an existing model artifact by hand"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--artifact", required=True, help="model.tar.gz (local path or s3://)")
+    p.add_argument("--metrics", type=Path, required=True, help="JSON file of metrics")
+    p.add_argument("--lineage", type=Path, default=None, help="optional JSON file of lineage")
+    p.set_defaults(func=cmd_register)
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from ..registry import Registry
+
+    return Registry(store_of(args))
+
+
+def _name(model: str) -> str:
+    return MODEL_ALIASES.get(model, model)
+
+
+def _print_versions(versions: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="StreamGuard model registry")
+    for col in ("model", "version", "status", "aliases", "accuracy", "f1", "fpr", "pairwise", "created"):
+        table.add_column(col)
+    for v in versions:
+        m = v["metrics"]
+        fmt = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else "-"  # noqa: E731
+        table.add_row(v["model"], str(v["version"]), v["status"], ",".join(v["aliases"]), fmt(m.get("accuracy")),
+                      fmt(m.get("f1")), fmt(m.get("fpr")), fmt(m.get("pairwise_accuracy")), v["created_at"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    versions = [mv.to_dict() for mv in _registry(args).list(_name(args.model) if args.model else None)]
+    emit(args, versions, _print_versions)
+    return 0
+
+
+def _show(args: argparse.Namespace, ref: str) -> int:
+    mv = _registry(args).resolve(_name(args.model), ref)
+    emit(args, mv.to_dict(), lambda d: print(json.dumps(d, indent=2, sort_keys=True, default=str)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    return _show(args, args.version)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    doc = _registry(args).compare(_name(args.model), args.a, args.b)
+
+    def human(d: dict) -> None:
+        print(f"{d['model']}: v{d['a']} -> v{d['b']}")
+        for k, v in d["metrics"].items():
+            print(f"  {k:<20} {v['a']:.4f} -> {v['b']:.4f} ({v['delta']:+.4f})")
+
+    emit(args, doc, human)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    mv = _registry(args).promote(_name(args.model), args.version, args.reason)
+    emit(args, mv.to_dict(), lambda d: print(f"{d['model']} v{d['version']} is now the champion"))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    mv = _registry(args).rollback(_name(args.model), args.reason)
+    emit(args, mv.to_dict(), lambda d: print(f"{d['model']} champion rolled back to v{d['version']}"))
+    return 0
+
+
+def _read_json_file(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise UsageError(f"{what} file {path} does not exist")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} file {path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{what} file {path} must hold a JSON object")
+    return doc
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    metrics = _read_json_file(args.metrics, "metrics")
+    lineage = _read_json_file(args.lineage, "lineage") if args.lineage else {"source": "manual registration"}
+    mv = _registry(args).register(_name(args.model), args.artifact, metrics, lineage=lineage)
+    emit(args, mv.to_dict(), lambda d: print(f"registered {d['model']} v{d['version']} -> {d['artifact_uri']}"))
+    return 0

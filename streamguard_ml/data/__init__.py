@@ -1,0 +1,1 @@
+"""Package data: the node-type vocabulary and the taint rule table."""

@@ -1,0 +1,457 @@
+"""tree-sitter → program graph: AST, control flow, def-use data flow, call edges, taint marks.
+
+The graph is what the Taint-Flow GNN sees.  Nodes are the named tree-sitter
+nodes (comments and string delimiters dropped); each carries
+
+* a node-type id from a *versioned* vocabulary shipped with the package
+  (``data/node_types.json``) — never Python's per-process ``hash()``;
+* identifier / literal / operator sub-tokens hashed with CRC-32 into buckets,
+  stable across processes and machines;
+* ``source`` / ``sink`` / ``sanitizer`` marks from the rule table
+  ``data/taint_rules.json`` (data, not code).
+
+Edges are typed: ``ast`` (parent → child), ``cfg`` (statement order, branches,
+loops), ``dfg`` (definition → use of a variable or attribute; right-hand side →
+assigned name) and ``call`` (argument → its call).  The model adds reverse edges
+itself, so the JSON form stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable
+
+EDGE_TYPES = ("ast", "cfg", "dfg", "call")
+EDGE_ID = {name: i for i, name in enumerate(EDGE_TYPES)}
+MARKS = ("source", "sink", "sanitizer")
+MARK_BIT = {name: 1 << i for i, name in enumerate(MARKS)}
+SUBTOKENS_PER_NODE = 6
+SUBTOKEN_BUCKETS = 8192  # bucket 0 is padding
+GRAPH_FORMAT_VERSION = "pg-1"
+
+SKIPPED_TYPES = {"comment", "string_start", "string_end", "string_content", "escape_sequence",
+                 "line_continuation"}
+STATEMENT_SUFFIXES = ("_statement", "_definition")
+BLOCK_FIELDS = ("body", "consequence", "alternative")
+_SPLIT = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+|[^\sA-Za-z\d]+")
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> dict[str, Any]:
+    """The node-type vocabulary: ``{"version", "index": {type: id}}`` (0 = unknown)."""
+    doc = json.loads(resources.files("streamguard_ml.data").joinpath("node_types.json").read_text())
+    return {"version": doc["version"], "index": {t: i + 1 for i, t in enumerate(doc["types"])},
+            "size": len(doc["types"]) + 1}
+
+
+@lru_cache(maxsize=1)
+def taint_rules() -> dict[str, Any]:
+    return json.loads(resources.files("streamguard_ml.data").joinpath("taint_rules.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def parser() -> Any:
+    import tree_sitter as ts
+    import tree_sitter_python as tsp
+
+    return ts.Parser(ts.Language(tsp.language()))
+
+
+def parse(code: str) -> Any:
+    return parser().parse(code.encode("utf-8"))
+
+
+def first_error_line(code: str) -> int | None:
+    """1-based line of the first syntax error, or None when the code parses cleanly."""
+    root = parse(code).root_node
+    if not root.has_error:
+        return None
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            return node.start_point[0] + 1
+        stack.extend(reversed([c for c in node.children if c.has_error or c.is_error or c.is_missing]))
+    return root.start_point[0] + 1
+
+
+def stable_bucket(token: str) -> int:
+    return zlib.crc32(token.encode()) % (SUBTOKEN_BUCKETS - 1) + 1
+
+
+def subtokens(text: str) -> list[str]:
+    """``getUserName`` / ``get_user_name`` → ``get user name``; punctuation kept as tokens."""
+    return [t.lower() for t in _SPLIT.findall(text)][:SUBTOKENS_PER_NODE]
+
+
+@dataclass
+class ProgramGraph:
+    """A program graph in plain Python lists (cheap to build, easy to serialise)."""
+
+    types: list[str] = field(default_factory=list)
+    start_line: list[int] = field(default_factory=list)
+    end_line: list[int] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)
+    edges: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.types)
+
+    def type_ids(self) -> list[int]:
+        index = vocabulary()["index"]
+        return [index.get(t, 0) for t in self.types]
+
+    def token_buckets(self) -> list[list[int]]:
+        return [[stable_bucket(t) for t in toks] + [0] * (SUBTOKENS_PER_NODE - len(toks))
+                for toks in self.tokens]
+
+    def to_json(self) -> dict[str, Any]:
+        nodes = [{"id": i, "type": t, "start_line": s, "end_line": e, "tokens": toks,
+                  "marks": [m for m in MARKS if self.marks[i] & MARK_BIT[m]]}
+                 for i, (t, s, e, toks) in enumerate(zip(self.types, self.start_line, self.end_line, self.tokens))]
+        edges = [{"src": s, "dst": d, "type": EDGE_TYPES[t]} for s, d, t in self.edges]
+        return {"format": GRAPH_FORMAT_VERSION, "vocabulary": vocabulary()["version"],
+                "rules": taint_rules()["version"], "nodes": nodes, "edges": edges}
+
+
+def dotted(node: Any) -> str | None:
+    """``a.b.c`` for identifier/attribute chains, else None."""
+    if node.type == "identifier":
+        return node.text.decode("utf-8", "replace")
+    if node.type == "attribute":
+        obj, attr = node.child_by_field_name("object"), node.child_by_field_name("attribute")
+        base = dotted(obj) if obj is not None else None
+        if base and attr is not None:
+            return f"{base}.{attr.text.decode('utf-8', 'replace')}"
+    return None
+
+
+def _call_matches(pattern: str, callee: str) -> bool:
+    if pattern.startswith("."):
+        return callee.rsplit(".", 1)[-1] == pattern[1:] and "." in callee
+    if pattern.endswith(".*"):
+        return callee.startswith(pattern[:-1]) or f".{pattern[:-1]}" in f".{callee}"
+    return callee == pattern or callee.endswith("." + pattern)
+
+
+class _Builder:
+    """One pass over the tree collects nodes; later passes add flow edges and marks."""
+
+    def __init__(self, code: str):
+        self.code = code
+        self.g = ProgramGraph()
+        self.index: dict[int, int] = {}
+        self.nodes: list[Any] = []
+
+    # -- nodes and AST edges -------------------------------------------------
+    def collect(self, root: Any) -> None:
+        stack: list[tuple[Any, int]] = [(root, -1)]
+        while stack:
+            node, parent = stack.pop()
+            if node.type in SKIPPED_TYPES:
+                continue
+            i = self._add_node(node)
+            if parent >= 0:
+                self.g.edges.append((parent, i, EDGE_ID["ast"]))
+            stack.extend((c, i) for c in reversed(node.named_children))
+
+    def _add_node(self, node: Any) -> int:
+        i = len(self.nodes)
+        self.index[node.id] = i
+        self.nodes.append(node)
+        g = self.g
+        g.types.append(node.type)
+        g.start_line.append(node.start_point[0] + 1)
+        g.end_line.append(node.end_point[0] + 1)
+        g.tokens.append(self._tokens(node))
+        g.marks.append(0)
+        return i
+
+    def _tokens(self, node: Any) -> list[str]:
+        t = node.type
+        if t in ("identifier", "integer", "float", "true", "false", "none", "type_conversion"):
+            return subtokens(node.text.decode("utf-8", "replace")) if t == "identifier" else [t]
+        if t == "string":
+            content = b" ".join(c.text for c in node.children if c.type in ("string_start", "string_content"))
+            return subtokens(content.decode("utf-8", "replace"))
+        if t in ("binary_operator", "comparison_operator", "boolean_operator", "augmented_assignment",
+                 "unary_operator"):
+            return [c.type for c in node.children if not c.is_named][:SUBTOKENS_PER_NODE]
+        return []
+
+    def idx(self, node: Any) -> int | None:
+        return self.index.get(node.id)
+
+    def edge(self, src: Any, dst: Any, kind: str) -> None:
+        a, b = self.idx(src), self.idx(dst)
+        if a is not None and b is not None and a != b:
+            self.g.edges.append((a, b, EDGE_ID[kind]))
+
+    # -- marks and call edges --------------------------------------------------
+    def mark_and_link_calls(self) -> None:
+        rules = taint_rules()
+        source_attrs = [r["attribute"] for r in rules["sources"] if "attribute" in r]
+        for i, node in enumerate(self.nodes):
+            if node.type == "call":
+                self._mark_call(i, node, rules)
+            elif node.type in ("attribute", "subscript"):
+                name = dotted(node) if node.type == "attribute" else None
+                if name and any(name == a or name.endswith("." + a) for a in source_attrs):
+                    self.g.marks[i] |= MARK_BIT["source"]
+            elif node.type == "parameters" and any(r.get("parameters") for r in rules["sources"]):
+                for p in node.named_children:
+                    ident = p if p.type == "identifier" else p.child_by_field_name("name") or (
+                        p.named_children[0] if p.named_children else None)
+                    if ident is not None and ident.text not in (b"self", b"cls") and self.idx(ident) is not None:
+                        self.g.marks[self.idx(ident)] |= MARK_BIT["source"]
+
+    def _mark_call(self, i: int, node: Any, rules: dict) -> None:
+        fn, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
+        callee = dotted(fn) if fn is not None else None
+        arg_nodes = [a for a in (args.named_children if args is not None else []) if a.type != "comment"]
+        if args is not None:
+            for a in arg_nodes:
+                self.edge(a.child_by_field_name("value") or a if a.type == "keyword_argument" else a, node, "call")
+        if not callee:
+            return
+        positional = sum(1 for a in arg_nodes if a.type != "keyword_argument")
+        keywords = {a.text.decode("utf-8", "replace").replace(" ", "") for a in arg_nodes
+                    if a.type == "keyword_argument"}
+        for kind in ("sources", "sinks", "sanitizers"):
+            for rule in rules[kind]:
+                if "call" not in rule or not _call_matches(rule["call"], callee):
+                    continue
+                if rule.get("keyword") and rule["keyword"] not in keywords:
+                    continue
+                if positional < rule.get("min_args", 0):
+                    continue
+                self.g.marks[i] |= MARK_BIT[{"sources": "source", "sinks": "sink", "sanitizers": "sanitizer"}[kind]]
+
+    # -- control flow ------------------------------------------------------------
+    def statements(self, block: Any) -> list[Any]:
+        return [c for c in block.named_children if c.type != "comment"]
+
+    def cfg_block(self, block: Any | None, preds: list[Any]) -> list[Any]:
+        if block is None:
+            return preds
+        stmts = self.statements(block) if block.type in ("block", "module") else [block]
+        for stmt in stmts:
+            for p in preds:
+                self.edge(p, stmt, "cfg")
+            preds = self.cfg_stmt(stmt)
+        return preds
+
+    def cfg_stmt(self, stmt: Any) -> list[Any]:
+        t = stmt.type
+        if t == "decorated_definition":
+            stmt = stmt.child_by_field_name("definition") or stmt
+            t = stmt.type
+        if t in ("function_definition", "class_definition"):
+            self.cfg_block(stmt.child_by_field_name("body"), [stmt])
+            return [stmt]
+        if t == "if_statement":
+            exits = self.cfg_block(stmt.child_by_field_name("consequence"), [stmt])
+            has_else = False
+            for alt in stmt.children_by_field_name("alternative"):
+                body = alt.child_by_field_name("consequence") or alt.child_by_field_name("body")
+                exits += self.cfg_block(body, [alt])
+                self.edge(stmt, alt, "cfg")
+                has_else |= alt.type == "else_clause"
+            return exits if has_else else exits + [stmt]
+        if t in ("for_statement", "while_statement"):
+            for last in self.cfg_block(stmt.child_by_field_name("body"), [stmt]):
+                self.edge(last, stmt, "cfg")
+            alt = stmt.child_by_field_name("alternative")
+            return self.cfg_block(alt.child_by_field_name("body"), [stmt]) if alt is not None else [stmt]
+        if t == "try_statement":
+            exits = self.cfg_block(stmt.child_by_field_name("body"), [stmt])
+            for clause in stmt.named_children:
+                if clause.type in ("except_clause", "else_clause", "finally_clause"):
+                    body = next((c for c in clause.named_children if c.type == "block"), None)
+                    self.edge(stmt, clause, "cfg")
+                    exits += self.cfg_block(body, [clause])
+            return exits
+        if t == "with_statement":
+            return self.cfg_block(stmt.child_by_field_name("body"), [stmt])
+        if t in ("return_statement", "raise_statement", "break_statement", "continue_statement"):
+            return []
+        return [stmt]
+
+    # -- data flow -----------------------------------------------------------------
+    def uses(self, node: Any) -> Iterable[tuple[str, Any]]:
+        """(name, node) for every variable or attribute read inside ``node``."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.type == "identifier":
+                parent = n.parent
+                if parent is not None and parent.type == "attribute" and parent.child_by_field_name("attribute") == n:
+                    continue
+                if parent is not None and parent.type == "keyword_argument" and parent.child_by_field_name("name") == n:
+                    continue
+                yield n.text.decode("utf-8", "replace"), n
+            elif n.type == "attribute":
+                name = dotted(n)
+                if name:
+                    yield name, n
+            if n.type not in ("function_definition", "class_definition", "lambda"):
+                stack.extend(n.named_children)
+
+    def targets(self, node: Any | None) -> Iterable[tuple[str, Any, bool]]:
+        """(name, node, strong) for names bound by an assignment target."""
+        if node is None:
+            return
+        if node.type == "identifier":
+            yield node.text.decode("utf-8", "replace"), node, True
+        elif node.type == "attribute" and dotted(node):
+            yield dotted(node), node, True
+        elif node.type == "subscript":
+            base = node.child_by_field_name("value")
+            if base is not None and dotted(base):
+                yield dotted(base), base, False  # d[k] = v updates d, does not replace it
+        elif node.type in ("pattern_list", "tuple_pattern", "list_pattern", "tuple", "list",
+                           "as_pattern_target", "list_splat_pattern", "parenthesized_expression"):
+            for c in node.named_children:
+                yield from self.targets(c)
+
+    def dfg_block(self, block: Any | None, defs: dict[str, set[int]]) -> dict[str, set[int]]:
+        if block is None:
+            return defs
+        stmts = self.statements(block) if block.type in ("block", "module") else [block]
+        for stmt in stmts:
+            defs = self.dfg_stmt(stmt, defs)
+        return defs
+
+    def _read(self, expr: Any | None, defs: dict[str, set[int]]) -> None:
+        if expr is None:
+            return
+        for name, node in self.uses(expr):
+            for d in defs.get(name, ()):
+                j = self.idx(node)
+                if j is not None and d != j:
+                    self.g.edges.append((d, j, EDGE_ID["dfg"]))
+
+    def _bind(self, target: Any | None, value: Any | None, defs: dict[str, set[int]]) -> dict[str, set[int]]:
+        defs = {k: set(v) for k, v in defs.items()}
+        for name, node, strong in self.targets(target):
+            j = self.idx(node)
+            if j is None:
+                continue
+            if value is not None:
+                self.edge(value, node, "dfg")
+            defs[name] = ({j} if strong else defs.get(name, set()) | {j})
+        return defs
+
+    def dfg_stmt(self, stmt: Any, defs: dict[str, set[int]]) -> dict[str, set[int]]:
+        t = stmt.type
+        if t == "decorated_definition":
+            return self.dfg_stmt(stmt.child_by_field_name("definition") or stmt, defs)
+        if t == "function_definition":
+            inner = dict(defs)
+            params = stmt.child_by_field_name("parameters")
+            for p in params.named_children if params is not None else []:
+                name = p if p.type == "identifier" else p.child_by_field_name("name") or (
+                    p.named_children[0] if p.named_children else None)
+                if name is not None and self.idx(name) is not None:
+                    self._read(p.child_by_field_name("value"), defs)
+                    inner[name.text.decode("utf-8", "replace")] = {self.idx(name)}
+            self.dfg_block(stmt.child_by_field_name("body"), inner)
+            return self._bind(stmt.child_by_field_name("name"), None, defs)
+        if t == "expression_statement":
+            for child in stmt.named_children:
+                defs = self._dfg_expr(child, defs)
+            return defs
+        if t == "if_statement":
+            self._read(stmt.child_by_field_name("condition"), defs)
+            branches = [self.dfg_block(stmt.child_by_field_name("consequence"), defs)]
+            has_else = False
+            for alt in stmt.children_by_field_name("alternative"):
+                self._read(alt.child_by_field_name("condition"), defs)
+                body = alt.child_by_field_name("consequence") or alt.child_by_field_name("body")
+                branches.append(self.dfg_block(body, defs))
+                has_else |= alt.type == "else_clause"
+            return _merge(branches + ([] if has_else else [defs]))
+        if t == "for_statement":
+            self._read(stmt.child_by_field_name("right"), defs)
+            loop = self._bind(stmt.child_by_field_name("left"), stmt.child_by_field_name("right"), defs)
+            once = self.dfg_block(stmt.child_by_field_name("body"), loop)
+            twice = self.dfg_block(stmt.child_by_field_name("body"), _merge([loop, once]))  # loop-carried
+            return _merge([defs, once, twice])
+        if t == "while_statement":
+            self._read(stmt.child_by_field_name("condition"), defs)
+            once = self.dfg_block(stmt.child_by_field_name("body"), defs)
+            return _merge([defs, once])
+        if t == "with_statement":
+            for item in (c for clause in stmt.named_children if clause.type == "with_clause"
+                         for c in clause.named_children):
+                value = item.child_by_field_name("value")
+                if value is not None and value.type == "as_pattern":
+                    src = value.named_children[0] if value.named_children else None
+                    self._read(src, defs)
+                    defs = self._bind(value.child_by_field_name("alias"), src, defs)
+                else:
+                    self._read(value, defs)
+            return self.dfg_block(stmt.child_by_field_name("body"), defs)
+        if t == "try_statement":
+            after = self.dfg_block(stmt.child_by_field_name("body"), defs)
+            outs = [after]
+            for clause in stmt.named_children:
+                if clause.type in ("except_clause", "else_clause", "finally_clause"):
+                    body = next((c for c in clause.named_children if c.type == "block"), None)
+                    outs.append(self.dfg_block(body, _merge([defs, after])))
+            return _merge(outs)
+        if t == "class_definition":
+            self.dfg_block(stmt.child_by_field_name("body"), dict(defs))
+            return defs
+        self._read(stmt, defs)
+        return defs
+
+    def _dfg_expr(self, expr: Any, defs: dict[str, set[int]]) -> dict[str, set[int]]:
+        if expr.type == "assignment":
+            right = expr.child_by_field_name("right")
+            self._read(right, defs)
+            return self._bind(expr.child_by_field_name("left"), right, defs)
+        if expr.type == "augmented_assignment":
+            left, right = expr.child_by_field_name("left"), expr.child_by_field_name("right")
+            self._read(left, defs)
+            self._read(right, defs)
+            previous = {k: set(v) for k, v in defs.items()}
+            out = self._bind(left, right, defs)
+            for name, _, _ in self.targets(left):
+                out[name] |= previous.get(name, set())
+            return out
+        self._read(expr, defs)
+        return defs
+
+
+def _merge(states: list[dict[str, set[int]]]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for state in states:
+        for name, nodes in state.items():
+            out.setdefault(name, set()).update(nodes)
+    return out
+
+
+def build_graph(code: str) -> ProgramGraph:
+    """The program graph of one function or module (edges de-duplicated, sorted)."""
+    tree = parse(code)
+    b = _Builder(code)
+    b.collect(tree.root_node)
+    b.mark_and_link_calls()
+    b.cfg_block(tree.root_node, [])
+    b.dfg_block(tree.root_node, {})
+    b.g.edges = sorted(set(b.g.edges))
+    return b.g
+
+
+def ast_only(graph: ProgramGraph) -> ProgramGraph:
+    """The same graph with only AST edges and no marks (the ablation baseline)."""
+    return ProgramGraph(graph.types, graph.start_line, graph.end_line, graph.tokens, [0] * graph.num_nodes,
+                        [e for e in graph.edges if e[2] == EDGE_ID["ast"]])

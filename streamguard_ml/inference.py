@@ -1,0 +1,118 @@
+"""Scoring: a loaded model plus a split (or raw code) → vulnerability scores.
+
+Used by training (validation metrics), evaluation (test split, champion and
+challenger alike) and ``streamguard-ml predict``.  Raw code goes through the
+same graph and token featurisation as training data.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .dataset import SplitData, pack_graphs, pack_tokens
+from .kinds import CONFIG_FILE, GNNKind, TransformerKind, kind_of_directory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scores:
+    """Per-sample probabilities of the vulnerable class (and anomaly scores for the transformer)."""
+
+    prob: np.ndarray
+    anomaly: np.ndarray | None = None
+
+    def labels(self, threshold: float = 0.5) -> np.ndarray:
+        return (self.prob >= threshold).astype(np.int64)
+
+
+@torch.no_grad()
+def score_split(kind: GNNKind | TransformerKind, model: torch.nn.Module, data: SplitData,
+                batch_size: int = 32) -> Scores:
+    model.eval()
+    prob = np.zeros(len(data), dtype=np.float64)
+    anomaly = np.zeros(len(data), dtype=np.float64) if isinstance(kind, TransformerKind) else None
+    for batch in kind.batches(data, batch_size, shuffle=False, seed=0):
+        logits, pooled = kind.forward(model, batch)
+        prob[batch.index] = torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
+        if anomaly is not None and bool(model.anomaly.fitted):
+            anomaly[batch.index] = model.anomaly.score(pooled.float()).cpu().numpy()
+    return Scores(prob, anomaly)
+
+
+def extract_archive(archive: Path, target: Path) -> Path:
+    """Unpack a SageMaker-style ``model.tar.gz`` (refusing paths that escape ``target``)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def pack_archive(directory: Path) -> bytes:
+    """``model.tar.gz`` with the directory's files at the archive root, as SageMaker writes it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(directory).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+class LoadedModel:
+    """A model artifact (directory or ``model.tar.gz``, local or in a store) ready to score."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.kind = kind_of_directory(self.directory)
+        self.model, self.config = self.kind.load(self.directory)
+
+    @classmethod
+    def from_uri(cls, uri: str, workdir: Path | None = None) -> "LoadedModel":
+        from .store import read_uri_bytes
+
+        if Path(uri).is_dir():
+            return cls(Path(uri))
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="sg-model-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        archive = workdir / "model.tar.gz"
+        archive.write_bytes(read_uri_bytes(uri))
+        return cls(extract_archive(archive, workdir / "model"))
+
+    @property
+    def model_type(self) -> str:
+        return self.kind.name
+
+    def score(self, data: SplitData, batch_size: int = 32) -> Scores:
+        return score_split(self.kind, self.model, data, batch_size)
+
+    def featurize(self, codes: Sequence[str]) -> SplitData:
+        """Raw functions → the in-memory split format this model reads."""
+        return featurize(codes, self.kind.tokenizer if isinstance(self.kind, TransformerKind) else None)
+
+
+def featurize(codes: Sequence[str], tokenizer: Any | None) -> SplitData:
+    import pandas as pd
+
+    from .graphs import build_graph
+    from .tokens import EncodedBatch, encode
+
+    graphs = [build_graph(c) for c in codes]
+    tokens = encode(tokenizer, codes) if tokenizer is not None else EncodedBatch(
+        [np.zeros(1, np.int32) for _ in codes], [np.ones(1, np.int32) for _ in codes])
+    records = pd.DataFrame({"id": [str(i) for i in range(len(codes))], "label": np.zeros(len(codes), np.int64),
+                            "code": list(codes), "n_nodes": [g.num_nodes for g in graphs],
+                            "n_tokens": [len(t) for t in tokens.ids]})
+    return SplitData(records, pack_graphs(graphs), pack_tokens(tokens), {})
+
+
+__all__ = ["CONFIG_FILE", "LoadedModel", "Scores", "extract_archive", "featurize", "pack_archive", "score_split"]

@@ -1,0 +1,131 @@
+"""Ingestion: sources → validated, de-duplicated samples plus a quarantine with reasons."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from typing import Iterable, Sequence
+
+from . import layout
+from .config import QualityLimits
+from .graphs import first_error_line
+from .quality import deduplicate, normalise
+from .records import Reason, Rejected, Sample
+from .sources import read_source
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """The data cannot train a classifier; the message says what to fix."""
+
+
+def read_all(sources: Sequence[str], limits: QualityLimits) -> tuple[list[Sample], list[Rejected], Counter]:
+    """Read and validate every source; returns (samples, rejected, per-source input counts)."""
+    samples: list[Sample] = []
+    rejected: list[Rejected] = []
+    per_source: Counter = Counter()
+    for spec in sources:
+        for item in _progress(read_source(spec), f"reading {spec}"):
+            per_source[spec] += 1
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                continue
+            for out in normalise(item, limits):
+                (rejected if isinstance(out, Rejected) else samples).append(out)
+    return samples, rejected, per_source
+
+
+def drop_unparseable(samples: Iterable[Sample]) -> tuple[list[Sample], list[Rejected]]:
+    """tree-sitter recovers from errors, so we ask it where the first one is."""
+    kept, rejected = [], []
+    for s in samples:
+        line = first_error_line(s.code)
+        if line is None:
+            kept.append(s)
+        else:
+            rejected.append(Rejected(s.source_ref, Reason.PARSE_ERROR,
+                                     f"Python syntax error near line {line}", id=s.id, raw=s.code))
+    return kept, rejected
+
+
+def check_trainable(samples: Sequence[Sample], where: str) -> None:
+    labels = Counter(s.label for s in samples)
+    if not samples:
+        raise DatasetError(f"{where}: no usable samples. Check the sources exist and read the quarantine "
+                           "file for why inputs were rejected")
+    if len(labels) < 2:
+        only = "vulnerable" if 1 in labels else "safe"
+        raise DatasetError(f"{where}: all {len(samples)} samples are {only}; a classifier needs both. Add "
+                           f"{'safe' if only == 'vulnerable' else 'vulnerable'} samples (e.g. the fixed "
+                           "versions as 'counterfactual') or another source such as synthetic:1000")
+
+
+def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits | None = None) -> dict:
+    """Read sources into ``runs/<run>/ingest/``; returns the ``ingest --json`` report."""
+    limits = limits or QualityLimits()
+    samples, rejected, per_source = read_all(sources, limits)
+    samples, unparseable = drop_unparseable(samples)
+    samples, duplicates, dup_counts = deduplicate(samples)
+    rejected += unparseable + duplicates
+    write_samples(store, layout.ingested(run), samples)
+    store.write_jsonl(layout.quarantine(run), (r.to_dict() for r in rejected))
+    reasons = Counter(r.reason for r in rejected)
+    report = {
+        "run": layout.run_key(run),
+        "sources": list(sources),
+        "inputs_per_source": dict(per_source),
+        "accepted": len(samples),
+        "quarantined": len(rejected),
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "quarantine_file": store.uri(layout.quarantine(run)),
+        "duplicates_removed": dup_counts.get(Reason.DUPLICATE, 0) + dup_counts.get(Reason.NEAR_DUPLICATE, 0),
+        "labels": {str(k): v for k, v in sorted(Counter(s.label for s in samples).items())},
+        "samples_uri": store.uri(layout.ingested(run)),
+    }
+    store.write_json(layout.ingest_report(run), report)
+    log.info("ingest %s: accepted=%d quarantined=%d reasons=%s", report["run"], len(samples),
+             len(rejected), report["quarantine_reasons"])
+    check_trainable(samples, f"ingest of {', '.join(sources)}")
+    return report
+
+
+def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict[str, list] | None = None) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {name: [getattr(s, name) for s in samples] for name in Sample.__dataclass_fields__}
+    columns["vulnerable_lines"] = [list(map(int, s.vulnerable_lines)) for s in samples]
+    columns.update(extra or {})
+    table = pa.table(columns, schema=_schema(columns))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    store.write_bytes(key, buf.getvalue())
+    return store.uri(key)
+
+
+def _schema(columns: dict[str, list]) -> "object":
+    import pyarrow as pa
+
+    types = {"label": pa.int8(), "vulnerable_lines": pa.list_(pa.int32())}
+    sample_fields = set(Sample.__dataclass_fields__)
+    return pa.schema([(name, types.get(name) or (pa.string() if name in sample_fields or not values
+                                                 else pa.array(values).type))
+                      for name, values in columns.items()])
+
+
+def read_samples(store: Store, key: str) -> tuple[list[Sample], "object"]:
+    """Samples and the full table (which may carry extra columns such as ``split``)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(store.read_bytes(key)))
+    rows = table.to_pylist()
+    return [Sample.from_dict(r) for r in rows], table
+
+
+def _progress(items: Iterable, desc: str) -> Iterable:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=" rec", disable=None, leave=False)

@@ -1,0 +1,194 @@
+"""Model kinds: how each model type batches a split, and is built, saved and loaded.
+
+The training loop (``train.py``), evaluation and prediction are written once
+against this small interface; the GNN and the transformer differ only here.
+Weights are saved as safetensors next to a JSON config (and, for the
+transformer, the encoder config and tokenizer), so loading never unpickles and
+never needs the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .dataset import SplitData
+from .tokens import bucketed_batches, collate_windows
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "streamguard_model.json"
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, Any]
+    labels: torch.Tensor
+    index: list[int]  # positions in the split
+
+
+class GNNKind:
+    name = "gnn"
+
+    def __init__(self) -> None:
+        self._cache: dict[int, list[Any]] = {}
+
+    def build(self, meta: dict[str, Any], hp: dict[str, Any]) -> torch.nn.Module:
+        from .models.gnn import GNNConfig, TaintFlowGNN
+
+        cfg = GNNConfig(num_node_types=int(meta["vocabulary_size"]), hidden=int(hp.get("hidden", 128)),
+                        layers=int(hp.get("layers", 3)), heads=int(hp.get("heads", 4)),
+                        dropout=float(hp.get("dropout", 0.2)))
+        return TaintFlowGNN(cfg)
+
+    def _graphs(self, data: SplitData) -> list[Any]:
+        from torch_geometric.data import Data
+
+        key = id(data)
+        if key not in self._cache:
+            labels = data.labels
+            graphs = []
+            for i in range(len(data)):
+                g = data.graph(i)
+                graphs.append(Data(node_type=torch.from_numpy(g["node_type"].astype(np.int64)),
+                                   node_tokens=torch.from_numpy(g["node_tokens"].astype(np.int64)),
+                                   node_marks=torch.from_numpy(g["node_marks"].astype(np.int64)),
+                                   edge_index=torch.from_numpy(g["edge_index"].astype(np.int64)),
+                                   edge_type=torch.from_numpy(g["edge_type"].astype(np.int64)),
+                                   y=torch.tensor([int(labels[i])]), num_nodes=len(g["node_type"])))
+            self._cache = {key: graphs}
+        return self._cache[key]
+
+    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int) -> Iterator[Batch]:
+        from torch_geometric.data import Batch as PygBatch
+
+        graphs = self._graphs(data)
+        lengths = data.records["n_nodes"].to_numpy()
+        for idx in bucketed_batches(lengths, batch_size, seed, shuffle=shuffle):
+            b = PygBatch.from_data_list([graphs[i] for i in idx])
+            inputs = {"node_type": b.node_type, "node_tokens": b.node_tokens, "node_marks": b.node_marks,
+                      "edge_index": b.edge_index, "edge_type": b.edge_type, "batch": b.batch,
+                      "num_graphs": len(idx)}
+            yield Batch(inputs, b.y, list(idx))
+
+    def forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, _ = model(**batch.inputs)
+        return logits, None
+
+    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any]) -> None:
+        from safetensors.torch import save_model
+
+        save_model(model, str(out / MODEL_FILE))
+        (out / CONFIG_FILE).write_text(json.dumps({"model_type": self.name, "architecture": model.cfg.to_dict(),
+                                                   "dataset": meta, "hyperparameters": hp}, indent=2, sort_keys=True))
+
+    def load(self, directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+        from safetensors.torch import load_model
+
+        from .models.gnn import GNNConfig, TaintFlowGNN
+
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        model = TaintFlowGNN(GNNConfig(**config["architecture"]))
+        load_model(model, str(directory / MODEL_FILE))
+        return model.eval(), config
+
+    def fit_extras(self, model: torch.nn.Module, train: SplitData, val: SplitData, batch_size: int) -> None:
+        """The GNN has no post-training calibration."""
+
+
+class TransformerKind:
+    name = "transformer"
+
+    def __init__(self, max_length: int = 256, stride: int = 192):
+        self.max_length, self.stride = max_length, stride
+        self.tokenizer: Any = None
+
+    def _special_ids(self) -> tuple[int, int, int]:
+        t = self.tokenizer
+        cls = t.cls_token_id if t.cls_token_id is not None else t.bos_token_id
+        sep = t.sep_token_id if t.sep_token_id is not None else t.eos_token_id
+        return int(cls), int(sep), int(t.pad_token_id if t.pad_token_id is not None else 0)
+
+    def build(self, meta: dict[str, Any], hp: dict[str, Any]) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        from .models.transformer import SQLIntentTransformer
+        from .tokens import load_tokenizer, resolve_base_model
+
+        base = hp.get("base_model") or meta["base_model"]
+        if meta.get("base_model") and base != meta["base_model"]:
+            raise ValueError(f"data was tokenized for {meta['base_model']!r} but training asks for {base!r}: "
+                             "re-run preprocess with the same base_model")
+        self.tokenizer = load_tokenizer(base)
+        encoder = AutoModel.from_pretrained(resolve_base_model(base))
+        return SQLIntentTransformer(encoder, dropout=float(hp.get("dropout", 0.1)))
+
+    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int) -> Iterator[Batch]:
+        cls, sep, pad = self._special_ids()
+        lengths = data.records["n_tokens"].to_numpy()
+        labels = data.labels
+        for idx in bucketed_batches(lengths, batch_size, seed, shuffle=shuffle):
+            wb = collate_windows([data.token_ids(i) for i in idx], self.max_length, self.stride, cls, sep, pad)
+            inputs = {"input_ids": wb.input_ids, "attention_mask": wb.attention_mask,
+                      "window_sample": wb.window_sample, "num_samples": len(idx)}
+            yield Batch(inputs, torch.as_tensor(labels[idx], dtype=torch.long), list(idx))
+
+    def forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return model(**batch.inputs)
+
+    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any]) -> None:
+        from safetensors.torch import save_model
+
+        save_model(model, str(out / MODEL_FILE))
+        model.encoder.config.save_pretrained(out / "encoder")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        (out / CONFIG_FILE).write_text(json.dumps(
+            {"model_type": self.name, "max_length": self.max_length, "window_stride": self.stride,
+             "dataset": meta, "hyperparameters": hp}, indent=2, sort_keys=True, default=str))
+
+    def load(self, directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from .models.transformer import SQLIntentTransformer
+
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        self.max_length, self.stride = int(config["max_length"]), int(config["window_stride"])
+        self.tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer", use_fast=True)
+        self.tokenizer.model_max_length = 10**9
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(directory / "encoder"))
+        model = SQLIntentTransformer(encoder)
+        load_model(model, str(directory / MODEL_FILE))
+        return model.eval(), config
+
+    @torch.no_grad()
+    def embeddings(self, model: torch.nn.Module, data: SplitData, batch_size: int) -> torch.Tensor:
+        out = torch.zeros(len(data), model.encoder.config.hidden_size)
+        model.eval()
+        for b in self.batches(data, batch_size, shuffle=False, seed=0):
+            _, pooled = self.forward(model, b)
+            out[b.index] = pooled.float().cpu()
+        return out
+
+    def fit_extras(self, model: torch.nn.Module, train: SplitData, val: SplitData, batch_size: int) -> None:
+        """Fit the anomaly head on training embeddings, calibrate it on validation."""
+        train_emb = self.embeddings(model, train, batch_size)
+        val_emb = self.embeddings(model, val, batch_size)
+        model.anomaly.fit(train_emb, torch.as_tensor(train.labels), val_emb)
+
+
+def kind_for(model_type: str, **kwargs: Any) -> GNNKind | TransformerKind:
+    if model_type == "gnn":
+        return GNNKind()
+    if model_type == "transformer":
+        return TransformerKind(**kwargs)
+    raise ValueError(f"model type {model_type!r}: use 'gnn' or 'transformer'")
+
+
+def kind_of_directory(directory: Path) -> GNNKind | TransformerKind:
+    config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    return kind_for(config["model_type"])

@@ -1,0 +1,92 @@
+"""Where each artifact lives inside the store (one place, so no stage guesses a key).
+
+::
+
+    runs/<run>/ingest/samples.parquet        accepted samples
+    runs/<run>/ingest/quarantine.jsonl       rejected inputs with reason and source line
+    runs/<run>/ingest/report.json            counts (the ``ingest --json`` document)
+    runs/<run>/plan/assignment.parquet       split and leakage group of every sample
+    runs/<run>/plan/<split>-<i>.parquet      input of one preprocessing shard
+    runs/<run>/processed/<split>/shard-<i>/  records.parquet, graphs.safetensors, tokens.safetensors
+    runs/<run>/processed/<split>/dataset.json   what produced the split (tokenizer, vocabulary)
+    runs/<run>/processed/manifest.jsonl      {id, split, pair_id, group} per sample
+    runs/<run>/processed/dataset_card.{json,md}
+    runs/<run>/models/<model_type>/model.tar.gz
+    runs/<run>/eval/<model_type>/...         metrics, predictions, comparison with the champion
+    registry/...                             see registry.py
+    feedback/date=YYYY-MM-DD/...             see feedback.py
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_key(run_id: str) -> str:
+    """A store-safe, deterministic name for a DAG run id or CLI run name."""
+    key = _UNSAFE.sub("-", run_id).strip("-.")
+    if not key:
+        raise ValueError(f"run id {run_id!r} has no usable characters")
+    return key
+
+
+def run_root(run: str) -> str:
+    return f"runs/{run_key(run)}"
+
+
+def ingested(run: str) -> str:
+    return f"{run_root(run)}/ingest/samples.parquet"
+
+
+def quarantine(run: str) -> str:
+    return f"{run_root(run)}/ingest/quarantine.jsonl"
+
+
+def ingest_report(run: str) -> str:
+    return f"{run_root(run)}/ingest/report.json"
+
+
+def assignment(run: str) -> str:
+    return f"{run_root(run)}/plan/assignment.parquet"
+
+
+def plan(run: str) -> str:
+    return f"{run_root(run)}/plan/plan.json"
+
+
+def shard_input(run: str, split: str, index: int) -> str:
+    return f"{run_root(run)}/plan/{split}-{index:05d}.parquet"
+
+
+def processed(run: str) -> str:
+    return f"{run_root(run)}/processed"
+
+
+def split_dir(run: str, split: str) -> str:
+    return f"{processed(run)}/{split}"
+
+
+def shard_dir(run: str, split: str, index: int) -> str:
+    return f"{split_dir(run, split)}/shard-{index:05d}"
+
+
+def manifest(run: str) -> str:
+    return f"{processed(run)}/manifest.jsonl"
+
+
+def dataset_card(run: str, ext: str) -> str:
+    return f"{processed(run)}/dataset_card.{ext}"
+
+
+def model_dir(run: str, model_type: str) -> str:
+    return f"{run_root(run)}/models/{model_type}"
+
+
+def model_archive(run: str, model_type: str) -> str:
+    return f"{model_dir(run, model_type)}/model.tar.gz"
+
+
+def eval_dir(run: str, model_type: str) -> str:
+    return f"{run_root(run)}/eval/{model_type}"

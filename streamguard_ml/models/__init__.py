@@ -1,0 +1,1 @@
+"""The two networks (nothing else: data handling and training live elsewhere)."""

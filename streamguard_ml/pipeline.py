@@ -1,0 +1,143 @@
+"""The stages of a training run as store-to-store steps (what DAG tasks and the CLI call).
+
+Each step reads what the previous one wrote to the store and returns a small,
+JSON-able dict (URIs and counts) — exactly what Airflow passes through XCom.
+Every step is idempotent: re-running it for the same run rewrites the same
+artifacts and never creates a second registry version.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import code_version, layout
+from .config import REGISTRY_NAMES, PipelineConfig
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def ingest_step(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
+    from .ingest import ingest
+
+    return ingest(store, run, cfg.sources, cfg.limits)
+
+
+def plan_step(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
+    from .preprocess import plan
+
+    return plan(store, run, cfg)
+
+
+def shard_step(store: Store, run: str, shard: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    from .preprocess import process_shard
+
+    return process_shard(store, run, shard["split"], int(shard["index"]), cfg)
+
+
+def finalize_step(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
+    from .preprocess import finalize
+
+    return finalize(store, run, cfg)
+
+
+def champion_artifact(store: Store, model_type: str) -> dict[str, Any] | None:
+    """The deployed version to fine-tune from (``{"version", "artifact_uri"}``), if any."""
+    from .registry import Registry
+
+    champ = Registry(store).champion(REGISTRY_NAMES[model_type])
+    return {"version": champ.version, "artifact_uri": champ.artifact_uri} if champ else None
+
+
+def train_step(store: Store, run: str, model_type: str, cfg: PipelineConfig, dataset: dict[str, Any],
+               init_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .backends import train_local
+
+    result = train_local(store, run, model_type, cfg, init_from["artifact_uri"] if init_from else None,
+                         dataset.get("content_hash", ""))
+    result["fine_tuned_from"] = init_from
+    return result
+
+
+def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
+                  gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Challenger and champion on the same test split, and the promotion decision."""
+    from .evaluate import evaluate_model, read_predictions
+    from .promotion import GateRule, decide
+    from .registry import Registry
+
+    rule = GateRule.from_mapping(gate)
+    champ = Registry(store).champion(REGISTRY_NAMES[model_type])
+    with tempfile.TemporaryDirectory(prefix="sg-eval-") as tmp:
+        challenger = evaluate_model(store, run, model_type, model_uri, Path(tmp), name="challenger")
+        champion = None
+        if champ is not None:
+            champion = evaluate_model(store, run, model_type, champ.artifact_uri, Path(tmp), name="champion")
+    ours = read_predictions(store, run, model_type, "challenger")
+    theirs = read_predictions(store, run, model_type, "champion") if champion else None
+    decision = decide(challenger, champion, rule, ours["label"], ours["pred"],
+                      theirs["pred"] if theirs is not None else None)
+    decision["champion_version"] = champ.version if champ else None
+    store.write_json(f"{layout.eval_dir(run, model_type)}/decision.json", decision)
+    log.info("%s decision: promote=%s (%s)", model_type, decision["promote"], "; ".join(decision["reasons"]))
+    return {"model_type": model_type, "metrics": challenger, "champion_metrics": champion, "decision": decision,
+            "metrics_uri": store.uri(f"{layout.eval_dir(run, model_type)}/challenger-metrics.json")}
+
+
+def register_step(store: Store, run: str, model_type: str, training: dict[str, Any],
+                  evaluation: dict[str, Any], dataset: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    from .registry import Registry
+
+    summary = store.read_json(f"{layout.model_dir(run, model_type)}/training.json")
+    lineage = {
+        "run": layout.run_key(run),
+        "data_content_hash": dataset.get("content_hash"),
+        "split_manifest": dataset.get("manifest"),
+        "dataset_card": dataset.get("dataset_card"),
+        "code_version": code_version(),
+        "base_model": cfg.base_model if model_type == "transformer" else None,
+        "training_backend": training.get("backend", cfg.training_backend),
+        "job_name": training.get("job_name"),
+        "fine_tuned_from": training.get("fine_tuned_from"),
+        "sources": list(cfg.sources),
+    }
+    mv = Registry(store).register(
+        REGISTRY_NAMES[model_type], training["model_uri"], evaluation["metrics"],
+        params=summary.get("hyperparameters", {}), lineage=lineage,
+        idempotency_key=f"{layout.run_key(run)}:{model_type}", decision=evaluation["decision"])
+    log.info("registered %s v%d (%s)", mv.model, mv.version, mv.artifact_uri)
+    return {"model": mv.model, "version": mv.version, "artifact_uri": mv.artifact_uri, "status": mv.status}
+
+
+def promote_step(store: Store, registered: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    from .registry import Registry
+
+    registry = Registry(store)
+    model, version = registered["model"], int(registered["version"])
+    decision = evaluation["decision"]
+    current = registry.champion(model)
+    if current is not None and current.version == version:
+        return {"model": model, "version": version, "promoted": True, "already": True}
+    if not decision["promote"]:
+        log.info("%s v%d stays a challenger: %s", model, version, "; ".join(decision["reasons"]))
+        return {"model": model, "version": version, "promoted": False, "reasons": decision["reasons"]}
+    registry.set_status(model, version, "approved", "passed the promotion gate")
+    registry.promote(model, version, reason="; ".join(decision["reasons"]))
+    return {"model": model, "version": version, "promoted": True, "reasons": decision["reasons"]}
+
+
+def summary_lines(store: Store, run: str, results: Sequence[dict[str, Any]]) -> list[str]:
+    """What a person should look at after a run (printed at the end of the DAG)."""
+    lines = [f"StreamGuard run {layout.run_key(run)} finished. Artifacts: {store.uri(layout.run_root(run))}",
+             f"  dataset card : {store.uri(layout.dataset_card(run, 'md'))}",
+             f"  quarantine   : {store.uri(layout.quarantine(run))}"]
+    for r in results:
+        m = r.get("metrics", {})
+        lines.append(f"  {r['model']} v{r['version']}: acc={m.get('accuracy', 0):.3f} f1={m.get('f1', 0):.3f} "
+                     f"fpr={m.get('fpr', 0):.3f} pairwise={m.get('pairwise_accuracy')} "
+                     f"promoted={r.get('promoted')} -> {r['artifact_uri']}")
+    lines.append("  registry     : streamguard-ml registry list   (or the Airflow UI's Model registry page)")
+    return lines

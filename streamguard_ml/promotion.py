@@ -1,0 +1,87 @@
+"""Champion / challenger: may a newly trained model replace the deployed one?
+
+Both are scored on the *same* test split.  The default rule is the seed's:
+accuracy at least +1 point and false-positive rate at most +0.5 points, plus an
+exact McNemar test on the paired predictions (the challenger must be right on
+significantly more of the samples where the two disagree).  With no champion
+yet, a model is promoted when it clears absolute floors.  The decision, with
+every number it used, is stored with the registered version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GateRule:
+    min_accuracy_gain: float = 0.01
+    max_fpr_increase: float = 0.005
+    mcnemar_alpha: float | None = 0.05
+    floor_accuracy: float = 0.70
+    floor_f1: float = 0.60
+    floor_max_fpr: float = 0.30
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> "GateRule":
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+def mcnemar(y: Sequence[int], pred_challenger: Sequence[int], pred_champion: Sequence[int]) -> dict[str, Any]:
+    """Exact (binomial) McNemar test, one-sided in the challenger's favour."""
+    from scipy.stats import binomtest
+
+    y, a, b = (np.asarray(v, dtype=int) for v in (y, pred_challenger, pred_champion))
+    only_challenger = int(((a == y) & (b != y)).sum())
+    only_champion = int(((a != y) & (b == y)).sum())
+    n = only_challenger + only_champion
+    p = binomtest(only_challenger, n, 0.5, alternative="greater").pvalue if n else 1.0
+    return {"challenger_only_correct": only_challenger, "champion_only_correct": only_champion,
+            "p_value": float(p)}
+
+
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, rule: GateRule,
+           y: Sequence[int] | None = None, pred_challenger: Sequence[int] | None = None,
+           pred_champion: Sequence[int] | None = None) -> dict[str, Any]:
+    """``{"promote", "reasons", ...numbers}`` for the challenger's metrics against the champion's."""
+    reasons: list[str] = []
+    out: dict[str, Any] = {"rule": asdict(rule), "challenger": _core(challenger)}
+    if champion is None:
+        checks = [(challenger["accuracy"] >= rule.floor_accuracy, f"accuracy {challenger['accuracy']:.3f} vs floor {rule.floor_accuracy}"),
+                  (challenger["f1"] >= rule.floor_f1, f"F1 {challenger['f1']:.3f} vs floor {rule.floor_f1}"),
+                  (challenger["fpr"] <= rule.floor_max_fpr, f"FPR {challenger['fpr']:.3f} vs ceiling {rule.floor_max_fpr}")]
+        promote = all(ok for ok, _ in checks)
+        reasons = [("ok: " if ok else "fails: ") + text for ok, text in checks]
+        return {**out, "promote": promote, "kind": "first_model_floors", "reasons": reasons}
+    acc_gain = challenger["accuracy"] - champion["accuracy"]
+    fpr_rise = challenger["fpr"] - champion["fpr"]
+    out.update(champion=_core(champion), accuracy_gain=acc_gain, fpr_increase=fpr_rise, kind="champion_challenger")
+    ok = True
+    if acc_gain < rule.min_accuracy_gain:
+        ok = False
+        reasons.append(f"accuracy gain {acc_gain * 100:+.2f} pts < required {rule.min_accuracy_gain * 100:+.2f}")
+    else:
+        reasons.append(f"accuracy gain {acc_gain * 100:+.2f} pts")
+    if fpr_rise > rule.max_fpr_increase:
+        ok = False
+        reasons.append(f"FPR rise {fpr_rise * 100:+.2f} pts > allowed {rule.max_fpr_increase * 100:+.2f}")
+    else:
+        reasons.append(f"FPR change {fpr_rise * 100:+.2f} pts")
+    if rule.mcnemar_alpha is not None and y is not None and pred_champion is not None:
+        test = mcnemar(y, pred_challenger, pred_champion)
+        out["mcnemar"] = test
+        if test["p_value"] >= rule.mcnemar_alpha:
+            ok = False
+            reasons.append(f"McNemar p={test['p_value']:.4f} not below {rule.mcnemar_alpha}")
+        else:
+            reasons.append(f"McNemar p={test['p_value']:.4f}")
+    return {**out, "promote": ok, "reasons": reasons}
+
+
+def _core(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc",
+                                        "pairwise_accuracy", "n")}

@@ -1,0 +1,115 @@
+"""Grouped, stratified, seeded train/val/test splits and the split manifest.
+
+Leakage is what makes vulnerability benchmarks lie: a vulnerable function in
+train and its own fix in test, or two functions of one commit on both sides.  So
+samples are first joined into *groups* (connected by ``pair_id`` and by their
+repository/commit ``group``), and whole groups are assigned to splits with
+scikit-learn's ``StratifiedGroupKFold``, stratifying on label × vulnerability type.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from .records import Sample
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """The data cannot be split as asked; the message says what to add."""
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def leakage_groups(samples: Sequence[Sample]) -> list[str]:
+    """One group name per sample: samples sharing a pair, commit or repository share it."""
+    uf = _UnionFind()
+    for s in samples:
+        uf.find(f"sample:{s.id}")
+        if s.pair_id:
+            uf.union(f"sample:{s.id}", f"pair:{s.pair_id}")
+        if s.group:
+            uf.union(f"sample:{s.id}", f"group:{s.group}")
+    return [uf.find(f"sample:{s.id}") for s in samples]
+
+
+def strata(samples: Sequence[Sample]) -> list[str]:
+    return [f"{s.label}|{s.cwe or s.vulnerability_type or 'unknown'}" for s in samples]
+
+
+@dataclass
+class SplitAssignment:
+    splits: list[str]
+    groups: list[str]
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.splits)
+        return {name: c.get(name, 0) for name in SPLITS}
+
+
+def _fold_out(y: Sequence[str], groups: Sequence[str], fraction: float, seed: int) -> list[bool]:
+    """Mark about ``fraction`` of the groups (stratified) as held out."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / fraction))
+    n_groups = len(set(groups))
+    if n_groups < n_splits:
+        raise SplitError(f"only {n_groups} independent groups; need at least {n_splits} to hold out "
+                         f"{fraction:.0%}: add more samples or pairs")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" on tiny strata
+        _, held = next(cv.split(np.zeros(len(y)), y, groups))
+    mask = [False] * len(y)
+    for i in held:
+        mask[i] = True
+    return mask
+
+
+def assign_splits(samples: Sequence[Sample], val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = 13) -> SplitAssignment:
+    """Reproducible from ``seed``; no leakage group ever straddles two splits."""
+    if len(samples) == 0:
+        raise SplitError("no samples to split: check the sources and the quarantine file")
+    groups = leakage_groups(samples)
+    y = strata(samples)
+    is_test = _fold_out(y, groups, test_fraction, seed)
+    rest = [i for i, t in enumerate(is_test) if not t]
+    rest_val = _fold_out([y[i] for i in rest], [groups[i] for i in rest],
+                         val_fraction / (1 - test_fraction), seed + 1)
+    splits = ["test" if t else "train" for t in is_test]
+    for i, v in zip(rest, rest_val):
+        if v:
+            splits[i] = "val"
+    assignment = SplitAssignment(splits, groups)
+    _check_usable(samples, assignment)
+    return assignment
+
+
+def _check_usable(samples: Sequence[Sample], a: SplitAssignment) -> None:
+    for name in SPLITS:
+        labels = {s.label for s, sp in zip(samples, a.splits) if sp == name}
+        if labels != {0, 1}:
+            raise SplitError(f"the {name} split has labels {sorted(labels) or 'none'}: the data needs more "
+                             "vulnerable and safe samples (or pairs) so every split gets both")

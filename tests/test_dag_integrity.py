@@ -1,0 +1,51 @@
+"""DAG integrity: imports cleanly, has the expected tasks and wiring, and parses cheaply."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "torch_geometric", "sklearn", "pandas")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "streamguard_training" in dagbag.dags
+
+
+def test_training_dag_tasks_and_dependencies(dagbag):
+    dag = dagbag.dags["streamguard_training"]
+    ids = set(dag.task_ids)
+    for model in ("gnn", "transformer"):
+        assert {f"{model}.train_local", f"{model}.evaluate", f"{model}.register", f"{model}.promote"} <= ids
+        assert dag.get_task(f"{model}.evaluate").upstream_task_ids >= {f"{model}.train_local"}
+        assert f"{model}.evaluate" in dag.get_task(f"{model}.register").upstream_task_ids
+        assert "finalize_dataset" in dag.get_task(f"{model}.train_local").upstream_task_ids
+    assert dag.get_task("plan_shards").upstream_task_ids == {"ingest"}
+    assert dag.get_task("preprocess_shard").upstream_task_ids == {"plan_shards"}
+    assert dag.get_task("finalize_dataset").upstream_task_ids == {"preprocess_shard"}
+    assert {"gnn.promote", "transformer.promote"} <= dag.get_task("report").upstream_task_ids
+    assert {"sources", "training_backend", "base_model", "smoke", "gnn_epochs", "transformer_epochs"} <= set(dag.params)
+    assert dag.params["training_backend"] == "local"
+
+
+def test_dag_files_do_not_import_heavy_libraries():
+    code = ("import sys, json; from airflow.dag_processing.dagbag import DagBag;"
+            f"b = DagBag(dag_folder={str(REPO / 'dags')!r}); assert not b.import_errors, b.import_errors;"
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -1,0 +1,46 @@
+"""Metrics (pair-wise accuracy, FPR) and the champion/challenger gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamguard_ml.evaluate import classification_metrics, pairwise_accuracy
+from streamguard_ml.promotion import GateRule, decide, mcnemar
+
+
+def test_classification_metrics_match_hand_counts():
+    m = classification_metrics([1, 1, 0, 0, 0], [0.9, 0.2, 0.8, 0.1, 0.3])
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (1, 1, 1, 2)
+    assert m["accuracy"] == pytest.approx(0.6) and m["fpr"] == pytest.approx(1 / 3)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    assert m["roc_auc"] == pytest.approx(4 / 6)  # 4 of 6 positive/negative pairs ranked right
+
+
+def test_pairwise_accuracy_needs_both_members_right():
+    pairs = ["a", "a", "b", "b", "c", "c", None]
+    labels = [1, 0, 1, 0, 1, 0, 1]
+    pred = [1, 0, 1, 1, 0, 0, 1]
+    out = pairwise_accuracy(pairs, labels, pred)
+    assert out == {"pairwise_accuracy": pytest.approx(1 / 3), "pairs": 3, "pairs_correct": 1}
+
+
+def test_first_model_needs_floors():
+    good = {"accuracy": 0.9, "f1": 0.88, "fpr": 0.05}
+    assert decide(good, None, GateRule())["promote"] is True
+    assert decide({**good, "fpr": 0.5}, None, GateRule())["promote"] is False
+
+
+def test_challenger_rule_and_mcnemar():
+    y = [1] * 50 + [0] * 50
+    champion_pred = [1] * 40 + [0] * 10 + [0] * 40 + [1] * 10     # 80 % right
+    challenger_pred = [1] * 50 + [0] * 48 + [1] * 2                 # 98 % right
+    champ = {"accuracy": 0.80, "f1": 0.8, "fpr": 0.20}
+    chal = {"accuracy": 0.98, "f1": 0.98, "fpr": 0.04}
+    d = decide(chal, champ, GateRule(), y, challenger_pred, champion_pred)
+    assert d["promote"] is True and d["mcnemar"]["p_value"] < 0.001
+    small = decide({**chal, "accuracy": 0.805}, champ, GateRule(), y, challenger_pred, champion_pred)
+    assert small["promote"] is False and "accuracy gain" in small["reasons"][0]
+    worse_fpr = decide({**chal, "fpr": 0.21}, champ, GateRule())
+    assert worse_fpr["promote"] is False
+    same = mcnemar(y, champion_pred, champion_pred)
+    assert same["p_value"] == 1.0

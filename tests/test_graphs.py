@@ -1,0 +1,102 @@
+"""Program graphs: typed edges, data flow through string building, taint marks, stable features."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from streamguard_ml.graphs import EDGE_TYPES, ast_only, build_graph, first_error_line, vocabulary
+
+CODE = '''def lookup(conn, name):
+    uid = request.args.get("id")
+    q = f"SELECT * FROM t WHERE id = {uid}"
+    q2 = "SELECT %s" % name
+    q3 = "SELECT {}".format(q2)
+    q4 = "x" + q3
+    cur = conn.cursor()
+    if uid:
+        cur.execute(q)
+    else:
+        cur.execute("SELECT ?", (uid,))
+    for row in cur.fetchall():
+        print(row)
+    subprocess.run(q4, shell=True)
+    return shlex.quote(name)
+'''
+
+
+def _flows(graph):
+    """(src line, src text, dst line, dst text) for every dfg edge."""
+    j = graph.to_json()
+    nodes = j["nodes"]
+    return {(nodes[e["src"]]["start_line"], " ".join(nodes[e["src"]]["tokens"]),
+             nodes[e["dst"]]["start_line"], " ".join(nodes[e["dst"]]["tokens"]))
+            for e in j["edges"] if e["type"] == "dfg"}
+
+
+def test_all_edge_types_present():
+    g = build_graph(CODE)
+    kinds = {EDGE_TYPES[t] for _, _, t in g.edges}
+    assert kinds == {"ast", "cfg", "dfg", "call"}
+
+
+def test_def_use_through_fstring_percent_format_and_concat():
+    flows = _flows(build_graph(CODE))
+    assert (2, "uid", 3, "uid") in flows          # into the f-string
+    assert (1, "name", 4, "name") in flows        # % formatting
+    assert (4, "q 2", 5, "q 2") in flows          # .format (sub-tokens: q2 → q 2)
+    assert (5, "q 3", 6, "q 3") in flows          # concatenation
+    assert (3, "q", 9, "q") in flows              # reaches the sink inside the if branch
+    assert (6, "q 4", 14, "q 4") in flows
+
+
+def test_marks_from_the_rule_table():
+    g = build_graph(CODE).to_json()
+    marked = {(n["start_line"], n["type"], tuple(n["marks"])) for n in g["nodes"] if n["marks"]}
+    assert (2, "attribute", ("source",)) in marked                  # request.args
+    assert (1, "identifier", ("source",)) in marked                 # parameters
+    assert (9, "call", ("sink",)) in marked                         # execute(q)
+    assert (11, "call", ("sink", "sanitizer")) in marked            # parameterised execute
+    assert (14, "call", ("sink",)) in marked                        # subprocess with shell=True
+    assert (15, "call", ("sanitizer",)) in marked                   # shlex.quote
+
+
+def test_subprocess_without_shell_is_not_a_sink():
+    g = build_graph("def f(x):\n    subprocess.run(['ls', x])\n").to_json()
+    assert not any("sink" in n["marks"] for n in g["nodes"])
+
+
+def test_cfg_has_branches_and_loop_back_edge():
+    g = build_graph(CODE).to_json()
+    nodes = g["nodes"]
+    cfg = {(nodes[e["src"]]["start_line"], nodes[e["dst"]]["start_line"]) for e in g["edges"] if e["type"] == "cfg"}
+    assert (8, 9) in cfg and (8, 10) in cfg   # if → then, if → else
+    assert (13, 12) in cfg                     # loop body → loop header
+    assert (12, 14) in cfg                     # loop exit
+
+
+def test_json_shape_and_ast_only_ablation():
+    j = build_graph(CODE).to_json()
+    assert set(j["nodes"][0]) >= {"id", "type", "start_line", "end_line", "marks"}
+    assert set(j["edges"][0]) == {"src", "dst", "type"}
+    bare = ast_only(build_graph(CODE))
+    assert {EDGE_TYPES[t] for _, _, t in bare.edges} == {"ast"} and not any(bare.marks)
+
+
+def test_features_are_stable_across_processes():
+    """Node types come from the versioned vocabulary and sub-tokens from CRC-32, never hash()."""
+    script = ("import json; from streamguard_ml.graphs import build_graph;"
+              f"g = build_graph({CODE!r}); print(json.dumps([g.type_ids(), g.token_buckets()]))")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
+    assert len(runs) == 1
+    type_ids, _ = json.loads(runs.pop())
+    assert 0 not in type_ids  # every node type is in the vocabulary
+    assert vocabulary()["version"].startswith("py-ts")
+
+
+def test_syntax_errors_are_located():
+    assert first_error_line("def f(:\n    pass\n") == 1
+    assert first_error_line("def f():\n    return (1,\n\nx = 2\n") is not None
+    assert first_error_line(CODE) is None

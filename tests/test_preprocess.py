@@ -1,0 +1,106 @@
+"""Ingest → preprocess on small data: quarantine, manifest, shards, resumability, dataset card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamguard_ml import layout
+from streamguard_ml.config import PipelineConfig
+from streamguard_ml.dataset import load_split
+from streamguard_ml.ingest import DatasetError, ingest
+from streamguard_ml.preprocess import preprocess, process_shard
+
+
+def _bad_jsonl(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = [
+        json.dumps({"id": "ok1", "code": "def f(c, x):\n    c.execute('S ' + x)\n", "label": 1,
+                    "counterfactual": "def f(c, x):\n    c.execute('S ?', (x,))\n"}).encode(),
+        b"{broken",
+        json.dumps({"id": "nolabel", "code": "def g():\n    return 2\n"}).encode(),
+        json.dumps({"id": "nocode", "label": 0}).encode(),
+        json.dumps({"id": "syntax", "code": "def h(:\n    return 3\n", "label": 0}).encode(),
+        json.dumps({"id": "long", "code": "x = 1\n" * 5000, "label": 0}).encode(),
+        b'{"id": "latin1", "code": "def f():\\n    return \xe9\\n", "label": 0}',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_every_bad_input_is_quarantined_with_reason_and_line(store, tmp_path):
+    path = _bad_jsonl(tmp_path)
+    report = ingest(store, "q", [f"jsonl:{path}", "synthetic:60"])
+    assert report["quarantine_reasons"] == {"malformed_json": 1, "missing_code": 1, "missing_label": 1,
+                                            "non_utf8": 1, "parse_error": 1, "too_long": 1}
+    assert report["accepted"] == 62 and report["quarantined"] == 6
+    rows = store.read_jsonl(layout.quarantine("q"))
+    assert {r["line"] for r in rows if r["reason"] != "parse_error"} == {2, 3, 4, 6, 7}
+    assert all(r["source"] and r["detail"] for r in rows)
+    assert report["quarantine_file"] == store.uri(layout.quarantine("q"))
+
+
+def test_empty_and_single_class_data_stop_with_advice(store, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("{bad\n")
+    with pytest.raises(DatasetError, match="no usable samples"):
+        ingest(store, "e", [f"jsonl:{empty}"])
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join(json.dumps({"id": str(i), "code": f"def f{i}():\n    return {i}\n", "label": 1}) + "\n"
+                           for i in range(10)))
+    with pytest.raises(DatasetError, match="all 10 samples are vulnerable.*Add safe"):
+        ingest(store, "s", [f"jsonl:{one}"])
+
+
+def test_preprocess_writes_manifest_shards_and_card(processed_run):
+    store, run, cfg, result = processed_run
+    assert set(result["splits"]) == {"train", "val", "test"} and result["splits"]["train"] > result["splits"]["test"]
+    manifest = store.read_jsonl(layout.manifest(run))
+    assert all(set(r) >= {"id", "split", "pair_id", "group"} for r in manifest)
+    pair_splits: dict[str, set] = {}
+    for r in manifest:
+        if r["pair_id"]:
+            pair_splits.setdefault(r["pair_id"].split("~aug")[0], set()).add(r["split"])
+    assert all(len(s) == 1 for s in pair_splits.values())
+    assert not any(r["augmented"] for r in manifest if r["split"] != "train")
+    assert any(r["augmented"] for r in manifest if r["split"] == "train")
+    card = store.read_json(layout.dataset_card(run, "json"))
+    assert card["content_hash"] == result["content_hash"] and len(card["content_hash"]) == 64
+    assert card["counts"] and card["lengths"]["tokens"]["max"] > 0
+    assert "# Dataset card" in store.read_bytes(layout.dataset_card(run, "md")).decode()
+
+
+def test_tokens_are_unpadded_and_graphs_load(processed_run):
+    store, run, cfg, _ = processed_run
+    data = load_split(store.uri(layout.split_dir(run, "test")))
+    lengths = data.records["n_tokens"].to_numpy()
+    assert len(set(lengths)) > 5 and lengths.max() < 512  # not padded to a fixed size
+    ids = data.token_ids(0)
+    assert len(ids) == lengths[0] and (ids != 0).all()
+    assert data.token_lines(0).min() >= 1
+    g = data.graph(0)
+    assert g["edge_index"].max() < len(g["node_type"])
+    assert data.meta["vocabulary"] and data.meta["base_model"] == cfg.base_model
+
+
+def test_shards_are_resumable(processed_run):
+    store, run, cfg, _ = processed_run
+    again = process_shard(store, run, "train", 0, cfg)
+    assert again.get("skipped") is True
+    changed = PipelineConfig(**{**cfg.__dict__, "augment_copies": 0})
+    redone = process_shard(store, run, "val", 0, changed)
+    assert not redone.get("skipped")
+    process_shard(store, run, "val", 0, cfg)  # restore for the other tests
+
+
+def test_preprocess_is_reproducible(tiny_base_model, tmp_path):
+    from streamguard_ml.store import LocalStore
+
+    hashes = []
+    for name in ("a", "b"):
+        store = LocalStore(tmp_path / name)
+        cfg = PipelineConfig(sources=("synthetic:90",), base_model=tiny_base_model, shard_size=40)
+        ingest(store, "r", cfg.sources)
+        hashes.append(preprocess(store, "r", cfg)["content_hash"])
+    assert hashes[0] == hashes[1]
