@@ -63,6 +63,7 @@ class PipelineConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     augment_copies: int = 1
+    explain_samples: int = 30
     seed: int = 13
     smoke: bool = False
     limits: QualityLimits = field(default_factory=QualityLimits)
@@ -83,6 +84,7 @@ class PipelineConfig:
             window_stride=min(self.window_stride, 96),
             shard_size=min(self.shard_size, 64),
             augment_copies=min(self.augment_copies, 1),
+            explain_samples=min(self.explain_samples, 6),
         )
 
     def validate(self) -> "PipelineConfig":

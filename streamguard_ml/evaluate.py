@@ -73,8 +73,12 @@ def full_metrics(records: Any, prob: np.ndarray, threshold: float = 0.5) -> dict
 
 
 def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, workdir: Path,
-                   split: str = "test", name: str = "challenger") -> dict[str, Any]:
-    """Score ``model_uri`` on the run's split; writes metrics and predictions under ``eval/``."""
+                   split: str = "test", name: str = "challenger", explain_samples: int = 0) -> dict[str, Any]:
+    """Score ``model_uri`` on the run's split; writes metrics and predictions under ``eval/``.
+
+    With ``explain_samples``, that many vulnerable samples with known changed lines
+    are explained and the line-localisation metrics are added.
+    """
     from .dataset import load_split
     from .inference import LoadedModel
 
@@ -83,15 +87,33 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     model = LoadedModel.from_uri(model_uri, workdir / name)
     if model.model_type != model_type:
         raise ValueError(f"{model_uri} holds a {model.model_type} model, expected {model_type}")
-    scores = model.score(compatible_data(model, data))
+    data = compatible_data(model, data)
+    scores = model.score(data)
     metrics = full_metrics(data.records, scores.prob)
     if scores.anomaly is not None:
         metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
+    if explain_samples:
+        metrics.update(explanation_metrics(model, data, explain_samples))
     _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores)
     store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-metrics.json", metrics)
     log.info("%s %s on %s/%s: acc=%.3f f1=%.3f fpr=%.3f pairwise=%s", name, model_type, run, split,
              metrics["accuracy"], metrics["f1"], metrics["fpr"], metrics["pairwise_accuracy"])
     return metrics
+
+
+def explanation_metrics(model: Any, data: Any, limit: int) -> dict[str, Any]:
+    """Line localisation of IG explanations on vulnerable samples whose fix is known."""
+    from .explain import explain_split, localisation
+
+    known = [i for i, (y, lines) in enumerate(zip(data.records["label"], data.records["vulnerable_lines"]))
+             if y == 1 and lines is not None and len(lines)][:limit]
+    if not known:
+        return {"localisation_samples": 0}
+    explanations = explain_split(model, data, known)
+    out = localisation(explanations, [list(data.records["vulnerable_lines"].iloc[i]) for i in known])
+    checks = [e.completeness for e in explanations if e.completeness]
+    out["ig_completeness_held"] = sum(c["holds"] for c in checks) / len(checks) if checks else None
+    return out
 
 
 FEATURE_KEYS = ("base_model", "graph_format", "vocabulary", "rules")

@@ -63,7 +63,7 @@ def train_step(store: Store, run: str, model_type: str, cfg: PipelineConfig, dat
 
 
 def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
-                  gate: dict[str, Any] | None = None) -> dict[str, Any]:
+                  gate: dict[str, Any] | None = None, explain_samples: int = 0) -> dict[str, Any]:
     """Challenger and champion on the same test split, and the promotion decision."""
     from .evaluate import evaluate_model, read_predictions
     from .promotion import GateRule, decide
@@ -72,7 +72,8 @@ def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
     rule = GateRule.from_mapping(gate)
     champ = Registry(store).champion(REGISTRY_NAMES[model_type])
     with tempfile.TemporaryDirectory(prefix="sg-eval-") as tmp:
-        challenger = evaluate_model(store, run, model_type, model_uri, Path(tmp), name="challenger")
+        challenger = evaluate_model(store, run, model_type, model_uri, Path(tmp), name="challenger",
+                                    explain_samples=explain_samples)
         champion = None
         if champ is not None:
             champion = evaluate_model(store, run, model_type, champ.artifact_uri, Path(tmp), name="champion")

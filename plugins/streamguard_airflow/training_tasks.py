@@ -70,9 +70,9 @@ def evaluate(model_type: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Challenger and champion on the same test split → metrics and the promotion decision."""
     from streamguard_ml.pipeline import evaluate_step
 
-    _, store, run = _ctx()
+    cfg, store, run = _ctx()
     gate = get_current_context()["params"].get("gate") or {}
-    result = evaluate_step(store, run, model_type, trained["model_uri"], gate)
+    result = evaluate_step(store, run, model_type, trained["model_uri"], gate, cfg.explain_samples)
     return {k: result[k] for k in ("model_type", "metrics", "decision", "metrics_uri")}
 
 

@@ -46,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.set_defaults(func=cmd_evaluate)
 
+    p = common(sub.add_parser("explain", help="which lines made the model flag this code (per-line and "
+                              "per-token/node attributions)"))
+    add_model_ref(p)
+    p.add_argument("--input", type=Path, required=True, help="a .py file or a JSONL file of {id, code}")
+    p.add_argument("--method", default="ig", choices=["ig", "attention"],
+                   help="ig: Integrated Gradients (both models); attention: GNN readout attention")
+    p.add_argument("--top", type=int, default=5, help="lines to show per input")
+    p.set_defaults(func=cmd_explain)
+
     p = common(sub.add_parser("predict", help="score functions in a JSONL file ({id, code} per line)"))
     add_model_ref(p)
     p.add_argument("--input", type=Path, required=True)
@@ -141,4 +150,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
            "errors": sum(1 for r in out if r["label"] is None)}
     emit(args, doc, lambda d: print(f"{d['predictions']} predictions ({d['flagged']} flagged, {d['errors']} "
                                     f"unreadable) by {d['model']} v{d['version']} -> {d['output']}"))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain import explain_split
+    from ..inference import LoadedModel
+
+    if args.input.suffix == ".py":
+        if not args.input.is_file():
+            raise UsageError(f"{args.input} does not exist")
+        rows = [{"id": args.input.name, "code": args.input.read_text(encoding="utf-8")}]
+    else:
+        rows = [r for r in read_inputs(args.input) if "error" not in r]
+        if not rows:
+            raise UsageError(f"{args.input} has no usable {{id, code}} lines")
+    mv = resolve_version(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
+        data = model.featurize([r["code"] for r in rows])
+        explanations = explain_split(model, data, range(len(rows)), method=args.method)
+    docs = []
+    for row, e in zip(rows, explanations):
+        doc = e.to_dict()
+        code_lines = row["code"].splitlines()
+        doc.update(id=row["id"], model=mv.model, version=mv.version,
+                   top_lines=[{"line": ln, "attribution": round(a, 6), "text": code_lines[ln - 1].strip()}
+                              for ln, a in e.lines[: args.top]])
+        docs.append(doc)
+
+    def human(ds: list) -> None:
+        for d in ds:
+            print(f"{d['id']}: p(vulnerable)={d['score']:.3f} ({d['model']} v{d['version']}, {d['method']})")
+            for t in d["top_lines"]:
+                print(f"  line {t['line']:>4}  {t['attribution']:+.4f}  {t['text']}")
+
+    emit(args, docs, human)
     return 0
