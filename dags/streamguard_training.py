@@ -33,6 +33,10 @@ PARAMS = {
     "smoke": Param(False, type="boolean", description="Shrink data and epochs for a quick end-to-end check."),
     "fine_tune_from_champion": Param(False, type="boolean",
                                      description="Start training from the deployed model's weights."),
+    "feedback": Param([], type="array", items={"type": "string"},
+                      description="Feedback batches (store URIs) to merge as labelled data; set by the monitor."),
+    "retrain_reasons": Param([], type="array", items={"type": "string"},
+                             description="Why this run was triggered (recorded in lineage); set by the monitor."),
     "gate": Param({}, type="object", description="Promotion rule overrides, e.g. {\"min_accuracy_gain\": 0.01}."),
     "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
 }

@@ -64,6 +64,7 @@ class PipelineConfig:
     test_fraction: float = 0.15
     augment_copies: int = 1
     explain_samples: int = 30
+    retrain_reasons: tuple[str, ...] = ()
     seed: int = 13
     smoke: bool = False
     limits: QualityLimits = field(default_factory=QualityLimits)
@@ -106,9 +107,10 @@ class PipelineConfig:
         """Build from Airflow Params / JSON, ignoring keys that are not settings."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in names and v is not None}
-        if "sources" in kwargs:
-            src = kwargs["sources"]
-            kwargs["sources"] = tuple([src] if isinstance(src, str) else src)
+        for key in ("sources", "retrain_reasons"):
+            if key in kwargs:
+                value = kwargs[key]
+                kwargs[key] = tuple([value] if isinstance(value, str) else value)
         if isinstance(kwargs.get("limits"), dict):
             kwargs["limits"] = QualityLimits(**kwargs["limits"])
         return cls(**kwargs).validate()

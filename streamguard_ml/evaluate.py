@@ -94,6 +94,11 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
         metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
     if explain_samples:
         metrics.update(explanation_metrics(model, data, explain_samples))
+    if name == "challenger":
+        from .drift import reference_profile
+
+        store.write_json(f"{layout.eval_dir(run, model_type)}/reference.json",
+                         reference_profile(data.records["code"], scores.prob, data.graphs["node_type"]))
     _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores)
     store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-metrics.json", metrics)
     log.info("%s %s on %s/%s: acc=%.3f f1=%.3f fpr=%.3f pairwise=%s", name, model_type, run, split,

@@ -104,6 +104,8 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         "job_name": training.get("job_name"),
         "fine_tuned_from": training.get("fine_tuned_from"),
         "sources": list(cfg.sources),
+        "reference_profile": store.uri(f"{layout.eval_dir(run, model_type)}/reference.json"),
+        "retrain_reasons": list(cfg.retrain_reasons),
     }
     mv = Registry(store).register(
         REGISTRY_NAMES[model_type], training["model_uri"], evaluation["metrics"],

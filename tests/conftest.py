@@ -82,3 +82,15 @@ def processed_run(tiny_base_model):
     ingest(store, "shared", cfg.sources, cfg.limits)
     dataset = preprocess(store, "shared", cfg)
     return store, "shared", cfg, dataset
+
+
+@pytest.fixture(scope="session")
+def smoke_training(airflow_db, tiny_base_model):
+    """One real run of the training DAG (dag.test, smoke mode) into its own store, shared by tests."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    store_root = _SESSION_DIR / "dag-store"
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
+    run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
+                             "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0}})
+    return store_root, run

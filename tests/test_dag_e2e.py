@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_training_dag_smoke_run_registers_both_models(airflow_db, tiny_base_model, tmp_path):
-    from airflow.dag_processing.dagbag import DagBag
-
+def test_training_dag_smoke_run_registers_both_models(smoke_training):
     from streamguard_ml.registry import Registry
     from streamguard_ml.store import LocalStore
 
-    store_root = tmp_path / "store"
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
-    run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
-                             "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0}})
+    store_root, run = smoke_training
     assert str(run.state).endswith("success"), run.state
     reg = Registry(LocalStore(store_root))
-    versions = reg.list()
-    assert {mv.model for mv in versions} == {"taint-flow-gnn", "sql-intent-transformer"}
-    for mv in versions:
-        assert mv.version == 1
+    first = [mv for mv in reg.list() if mv.version == 1]
+    assert {mv.model for mv in first} == {"taint-flow-gnn", "sql-intent-transformer"}
+    for mv in first:
         assert set(mv.metrics) >= {"accuracy", "precision", "recall", "f1", "fpr", "roc_auc", "pairwise_accuracy"}
         assert 0.0 <= mv.metrics["accuracy"] <= 1.0
         assert mv.lineage["data_content_hash"] and mv.lineage["code_version"] and mv.params
+        assert mv.lineage["reference_profile"] and mv.lineage["training_backend"] == "local"
         assert mv.decision["kind"] == "first_model_floors"
-        assert reg.champion(mv.model).version == 1  # floors lowered: both promoted
+        assert "localisation_top1" in mv.metrics
     assert (store_root / "registry" / "taint-flow-gnn" / "artifacts" / "000001" / "model.tar.gz").exists()
+    assert {e["event"] for e in reg.events("taint-flow-gnn")} >= {"registered", "promoted"}

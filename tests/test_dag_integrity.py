@@ -49,3 +49,15 @@ def test_dag_files_do_not_import_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_monitor_dag_sensors_reschedule_and_decide(dagbag):
+    dag = dagbag.dags["streamguard_retraining_monitor"]
+    assert dag.catchup is False and dag.schedule == "@daily"
+    sensors = [t for t in dag.tasks if t.task_id.startswith("wait_for_")]
+    assert len(sensors) == 5
+    assert all(s.mode == "reschedule" and s.soft_fail for s in sensors)  # never hold a worker slot
+    decide = dag.get_task("decide")
+    assert decide.trigger_rule == "all_done" and {s.task_id for s in sensors} <= decide.upstream_task_ids
+    assert dag.get_task("trigger_training").trigger_dag_id == "streamguard_training"
+    assert {"force_retrain", "feedback_count", "accuracy_drop", "fpr_rise", "psi", "max_days"} <= set(dag.params)

@@ -17,6 +17,7 @@ def _params(context: dict[str, Any]) -> dict[str, Any]:
     params = dict(context.get("params") or {})
     sources = list(params.get("sources") or [])
     sources += [f"jsonl:{p}" for p in params.get("jsonl_sources") or []]
+    sources += [f"feedback:{uri}" for uri in params.get("feedback") or []]  # analyst verdicts → labels
     params["sources"] = sources
     return params
 

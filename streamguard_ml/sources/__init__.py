@@ -28,6 +28,12 @@ def _sven(path: str) -> Iterator[dict | Rejected]:
     return read_sven(path)
 
 
+def _feedback(path: str) -> Iterator[dict | Rejected]:
+    from .feedback import read_feedback
+
+    return read_feedback(path)
+
+
 def _synthetic(count: str) -> Iterator[dict | Rejected]:
     from .synthetic import generate_records
 
@@ -41,6 +47,7 @@ CONNECTORS: dict[str, Callable[[str], Iterator[dict | Rejected]]] = {
     "jsonl": _jsonl,
     "sven": _sven,
     "synthetic": _synthetic,
+    "feedback": _feedback,
 }
 
 

@@ -1,0 +1,56 @@
+"""``feedback add`` and ``drift check``: the retraining loop from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import UsageError, common, emit, store_of
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fb = sub.add_parser("feedback", help="analyst verdicts on predictions")
+    fsub = fb.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    p = common(fsub.add_parser("add", help="validate a JSONL file of verdicts and append it to the store"))
+    p.add_argument("file", type=Path)
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="append the valid records and set the invalid ones aside (default: reject the file)")
+    p.set_defaults(func=cmd_feedback_add)
+
+    dr = sub.add_parser("drift", help="the retraining decision")
+    dsub = dr.add_subparsers(dest="drift_command", required=True, metavar="ACTION")
+    p = common(dsub.add_parser("check", help="would the monitor retrain now, and why"))
+    p.add_argument("--feedback-count", type=int, default=None)
+    p.add_argument("--accuracy-drop", type=float, default=None)
+    p.add_argument("--fpr-rise", type=float, default=None)
+    p.add_argument("--psi", type=float, default=None)
+    p.add_argument("--max-days", type=int, default=None)
+    p.add_argument("--min-feedback-for-rates", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="as the monitor's force_retrain Param")
+    p.set_defaults(func=cmd_drift_check)
+
+
+def cmd_feedback_add(args: argparse.Namespace) -> int:
+    from ..feedback import add_file
+
+    if not args.file.is_file():
+        raise UsageError(f"{args.file} does not exist")
+    result = add_file(store_of(args), args.file.read_bytes(), str(args.file), skip_invalid=args.skip_invalid)
+    emit(args, result, lambda r: print(f"{r['accepted']} verdicts stored ({r['rejected']} set aside) in "
+                                       f"{len(r['partitions'])} partition(s)"))
+    return 0
+
+
+def cmd_drift_check(args: argparse.Namespace) -> int:
+    from ..drift import Thresholds, check
+
+    names = ("feedback_count", "accuracy_drop", "fpr_rise", "psi", "max_days", "min_feedback_for_rates")
+    decision = check(store_of(args), Thresholds.from_mapping({n: getattr(args, n) for n in names}), force=args.force)
+
+    def human(d: dict) -> None:
+        print("RETRAIN" if d["should_retrain"] else "no retraining needed")
+        for c in d["criteria"]:
+            print(f"  [{'x' if c['held'] else ' '}] {c['model']}: {c['name']}: {c['detail']}")
+
+    emit(args, decision, human)
+    return 0
