@@ -112,6 +112,15 @@ def _init_dir(path: str | None) -> Path | None:
     return extract_archive(archive, Path(os.environ.get("TMPDIR", "/tmp")) / f"sg-init-{os.getpid()}")
 
 
+def _check_same_features(trained_on: dict[str, Any], data: dict[str, Any], model_type: str) -> None:
+    """A model can only continue training on data featurised the way it was trained."""
+    keys = ("base_model",) if model_type == "transformer" else ("graph_format", "vocabulary", "rules")
+    differ = {k: (trained_on.get(k), data.get(k)) for k in keys if trained_on.get(k) != data.get(k)}
+    if differ:
+        raise SystemExit(f"cannot fine-tune: the starting model and the data differ in {differ}; "
+                         "preprocess with the same settings or train from scratch")
+
+
 def warmup_linear(optimizer: Any, warmup: int, total: int) -> Any:
     """Linear warm-up then linear decay to zero (as in BERT fine-tuning)."""
     import torch
@@ -206,7 +215,8 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
     hp = hyperparameters(args)
     init = _init_dir(args.init_model)
     if init is not None:
-        model, _ = kind.load(init)
+        model, init_config = kind.load(init)
+        _check_same_features(init_config.get("dataset", {}), train.meta, args.model_type)
         log.info("fine-tuning from %s", args.init_model)
     else:
         model = kind.build(train.meta, hp)
