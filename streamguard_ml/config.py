@@ -27,6 +27,15 @@ REGISTRY_NAMES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transforme
 TRAINING_BACKENDS = ("local", "sagemaker")
 
 
+def settings_from(cls: type, values: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``values`` that are fields of dataclass ``cls`` (None means "use the default").
+
+    Airflow Params and CLI flags carry more keys than any one settings object needs.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in (values or {}).items() if k in names and v is not None}
+
+
 def default_store() -> str:
     """Where artifacts live: ``STREAMGUARD_STORE`` or ``~/.streamguard``."""
     return os.environ.get("STREAMGUARD_STORE") or str(Path.home() / ".streamguard")
@@ -105,8 +114,7 @@ class PipelineConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "PipelineConfig":
         """Build from Airflow Params / JSON, ignoring keys that are not settings."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in names and v is not None}
+        kwargs = settings_from(cls, values)
         for key in ("sources", "retrain_reasons"):
             if key in kwargs:
                 value = kwargs[key]

@@ -43,8 +43,9 @@ class Thresholds:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> "Thresholds":
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (values or {}).items() if k in names and v is not None})
+        from .config import settings_from
+
+        return cls(**settings_from(cls, values))
 
 
 @dataclass

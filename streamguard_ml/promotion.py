@@ -27,8 +27,9 @@ class GateRule:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> "GateRule":
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+        from .config import settings_from
+
+        return cls(**settings_from(cls, values))
 
 
 def mcnemar(y: Sequence[int], pred_challenger: Sequence[int], pred_champion: Sequence[int]) -> dict[str, Any]:
