@@ -10,7 +10,7 @@ every number it used, is stored with the registered version.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,7 +29,10 @@ class GateRule:
     def from_mapping(cls, values: dict[str, Any] | None) -> "GateRule":
         from .config import settings_from
 
-        return cls(**settings_from(cls, values))
+        rule = cls(**settings_from(cls, values))
+        if (values or {}).get("mcnemar_alpha", 0) is None:  # an explicit null switches the test off
+            rule = replace(rule, mcnemar_alpha=None)
+        return rule
 
 
 def mcnemar(y: Sequence[int], pred_challenger: Sequence[int], pred_champion: Sequence[int]) -> dict[str, Any]:

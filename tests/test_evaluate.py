@@ -44,3 +44,9 @@ def test_challenger_rule_and_mcnemar():
     assert worse_fpr["promote"] is False
     same = mcnemar(y, champion_pred, champion_pred)
     assert same["p_value"] == 1.0
+
+
+def test_gate_rule_from_params():
+    assert GateRule.from_mapping({"min_accuracy_gain": 0.02, "unrelated": 1}).min_accuracy_gain == 0.02
+    assert GateRule.from_mapping({"mcnemar_alpha": None}).mcnemar_alpha is None
+    assert GateRule.from_mapping(None) == GateRule()
