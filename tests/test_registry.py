@@ -145,5 +145,7 @@ def test_cli_register_by_hand(any_store, artifact, tmp_path):
     assert set(listed[0]) >= {"model", "version", "status", "aliases", "metrics", "created_at", "lineage"}
     assert json.loads(run("registry", "promote", "imported", "1").stdout)["aliases"] == ["champion"]
     assert json.loads(run("registry", "show", "imported", "deployed").stdout)["status"] == "deployed"
+    card = json.loads(run("registry", "card", "imported", "latest").stdout)
+    assert card["version"] == 1 and card["metrics_ci"]["accuracy"]["value"] == 0.91 and card["known_limits"]
     bad = run("registry", "register", "--model", "x", "--artifact", "/nope.tar.gz", "--metrics", str(metrics))
     assert bad.returncode == 2 and "nope.tar.gz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
