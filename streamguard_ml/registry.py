@@ -110,9 +110,8 @@ class Registry:
 
     # -- reading ----------------------------------------------------------------
     def models(self) -> list[str]:
-        names = {k.split("/")[1] for k in self.store.list(self.prefix)
-                 if k.count("/") == 4 and k.split("/")[2] == "versions" and k.endswith("/entry.json")}
-        return sorted(names)
+        parts = [k[len(self.prefix) + 1 :].split("/") for k in self.store.list(self.prefix)]
+        return sorted({p[0] for p in parts if len(p) == 4 and p[1] == "versions" and p[3] == "entry.json"})
 
     def versions(self, model: str) -> list[int]:
         return self._ledger(model, "versions").slots()
