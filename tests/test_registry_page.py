@@ -57,11 +57,12 @@ def api(airflow_db, populated):
     from airflow.api_fastapi.app import create_app, get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    os.environ["STREAMGUARD_STORE"] = populated.root
+    previous = os.environ["STREAMGUARD_STORE"]
+    os.environ["STREAMGUARD_STORE"] = populated.root  # what the page reads
     app = create_app()
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="ADMIN"))
     yield app, token
-    os.environ["STREAMGUARD_STORE"] = str(populated.path.parent.parent / "store")
+    os.environ["STREAMGUARD_STORE"] = previous
 
 
 @pytest.fixture
