@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task_group
 
 from streamguard_airflow import training_tasks as t
+from streamguard_airflow.deploy_tasks import sagemaker_shipping
 
 MODEL_TYPES = ("gnn", "transformer")
 
@@ -39,6 +40,12 @@ PARAMS = {
                              description="Why this run was triggered (recorded in lineage); set by the monitor."),
     "gate": Param({}, type="object", description="Promotion rule overrides, e.g. {\"min_accuracy_gain\": 0.01}."),
     "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
+    "deploy_endpoint": Param(False, type="boolean",
+                             description="Deploy a newly promoted champion to a SageMaker real-time endpoint."),
+    "export_model_registry": Param(False, type="boolean",
+                                   description="Export each registered version to SageMaker Model Registry."),
+    "serving": Param({}, type="object", description="SageMaker serving overrides: role_arn, image_uri, "
+                     "instance_type, instance_count, s3_prefix, endpoint_name, region."),
 }
 
 
@@ -47,7 +54,9 @@ def model_pipeline(model_type: str, dataset: dict) -> dict:
     trained = t.train_local(model_type, dataset)
     evaluation = t.evaluate(model_type, trained)
     registered = t.register(model_type, trained, evaluation, dataset)
-    return t.promote(registered, evaluation)
+    promoted = t.promote(registered, evaluation)
+    sagemaker_shipping(promoted)
+    return promoted
 
 
 @dag(

@@ -125,3 +125,33 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Where and how a champion is served on SageMaker, and how versions are exported
+    to SageMaker Model Registry (the DAG's ``serving`` Param overrides any field).
+
+    ``s3_prefix`` stages the inference code (and the model, when the artifact store
+    is not S3); empty means ``<artifact store>/sagemaker`` when the store is on S3.
+    """
+
+    role_arn: str = "arn:aws:iam::000000000000:role/streamguard-sagemaker"
+    image_uri: str = "763104351884.dkr.ecr.{region}.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    s3_prefix: str = ""
+    endpoint_name: str = ""  # default: streamguard-<model>
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> "ServingConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values or {}) - names
+        if unknown:
+            raise ValueError(f"serving: unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**{k: v for k, v in (values or {}).items() if v not in (None, "")})
+
+    @property
+    def image(self) -> str:
+        return self.image_uri.format(region=self.region)

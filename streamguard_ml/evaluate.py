@@ -93,7 +93,9 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     if scores.anomaly is not None:
         metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
     if explain_samples:
-        metrics.update(explanation_metrics(model, data, explain_samples))
+        explained = explanation_metrics(model, data, explain_samples)
+        store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-explanations.json", explained.pop("examples"))
+        metrics.update(explained)
     if name == "challenger":
         from .drift import reference_profile
 
@@ -106,18 +108,25 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     return metrics
 
 
+EXAMPLES_KEPT = 5
+
+
 def explanation_metrics(model: Any, data: Any, limit: int) -> dict[str, Any]:
-    """Line localisation of IG explanations on vulnerable samples whose fix is known."""
+    """Line localisation of IG explanations on vulnerable samples whose fix is known
+    (the first few are kept as ``examples`` for the model card)."""
     from .explain import explain_split, localisation
 
     known = [i for i, (y, lines) in enumerate(zip(data.records["label"], data.records["vulnerable_lines"]))
              if y == 1 and lines is not None and len(lines)][:limit]
     if not known:
-        return {"localisation_samples": 0}
+        return {"localisation_samples": 0, "examples": []}
     explanations = explain_split(model, data, known)
     out = localisation(explanations, [list(data.records["vulnerable_lines"].iloc[i]) for i in known])
     checks = [e.completeness for e in explanations if e.completeness]
     out["ig_completeness_held"] = sum(c["holds"] for c in checks) / len(checks) if checks else None
+    out["examples"] = [{**e.to_dict(), "code": str(data.records["code"].iloc[i]),  # shown in the model card
+                        "vulnerable_lines": [int(x) for x in data.records["vulnerable_lines"].iloc[i]]}
+                       for e, i in zip(explanations[:EXAMPLES_KEPT], known)]
     return out
 
 

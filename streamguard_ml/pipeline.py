@@ -90,6 +90,7 @@ def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
 
 def register_step(store: Store, run: str, model_type: str, training: dict[str, Any],
                   evaluation: dict[str, Any], dataset: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    from .model_card import run_inputs, write_model_card
     from .registry import Registry
 
     summary = store.read_json(f"{layout.model_dir(run, model_type)}/training.json")
@@ -107,12 +108,16 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         "reference_profile": store.uri(f"{layout.eval_dir(run, model_type)}/reference.json"),
         "retrain_reasons": list(cfg.retrain_reasons),
     }
-    mv = Registry(store).register(
+    registry = Registry(store)
+    mv = registry.register(
         REGISTRY_NAMES[model_type], training["model_uri"], evaluation["metrics"],
         params=summary.get("hyperparameters", {}), lineage=lineage,
         idempotency_key=f"{layout.run_key(run)}:{model_type}", decision=evaluation["decision"])
-    log.info("registered %s v%d (%s)", mv.model, mv.version, mv.artifact_uri)
-    return {"model": mv.model, "version": mv.version, "artifact_uri": mv.artifact_uri, "status": mv.status}
+    card = write_model_card(store, registry.card_prefix(mv.model, mv.version), mv,
+                            **run_inputs(store, run, model_type))
+    log.info("registered %s v%d (%s); model card %s", mv.model, mv.version, mv.artifact_uri, card["markdown"])
+    return {"model": mv.model, "version": mv.version, "artifact_uri": mv.artifact_uri, "status": mv.status,
+            "model_card": card["markdown"]}
 
 
 def promote_step(store: Store, registered: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -1,29 +1,29 @@
 """The model registry: numbered versions, metrics, lineage, aliases and an audit log.
 
-Layout under the store (local directory or S3, same behaviour)::
+Layout under the store (a local directory or S3: the same code, the same behaviour)::
 
-    registry/<model>/versions/000001.json    one object per version (created with put-if-absent)
+    registry/<model>/versions/000001/entry.json   one immutable record per version
     registry/<model>/artifacts/000001/model.tar.gz
-    registry/<model>/aliases.json            {"aliases": {"champion": 3}, "history": [...]} (compare-and-swap)
-    registry/<model>/keys/<key>.json         idempotency keys → version (a retried task re-uses its version)
-    registry/<model>/events/<time>-<id>.json audit log: registered, promoted, rolled back, status changes
+    registry/<model>/log/000001/entry.json        every change, in order: registered, status,
+                                                  decision, promoted, rolled_back (the audit log)
+    registry/<model>/cards/000001/                the version's model card (see model_card.py)
 
-There is no shared index file to rewrite, so concurrent writers cannot lose each
-other's registrations: a version number is claimed by creating its object with
-a conditional write, and a writer that loses the race simply tries the next
-number.  Aliases and status changes use compare-and-swap with retries.
+Both ``versions`` and ``log`` are :class:`~streamguard_ml.ledger.Ledger` s: a
+number is claimed by a writer alone, so N processes registering at once get N
+distinct versions, and nothing is ever rewritten, so no writer can lose
+another's change.  Status, aliases (``champion``) and decisions are folded from
+the log; a promotion or rollback is *one* log entry, computed from exactly the
+entries before it, so it is atomic and names the champion it replaced.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .store import Store, StoreError, json_bytes
+from .ledger import Ledger
+from .store import Store, StoreError
 
 STATUSES = ("registered", "approved", "deployed", "archived")
 CHAMPION = "champion"
@@ -56,50 +56,93 @@ class ModelVersion:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass
+class _State:
+    """What the log says about a model's versions at some point."""
+
+    status: dict[int, str] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    decisions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # champion moves
+    registered: set[int] = field(default_factory=set)
+
+    def apply(self, e: dict[str, Any]) -> None:
+        v = e.get("version")
+        if e["event"] == "registered":
+            self.registered.add(v)
+        elif e["event"] == "status":
+            self.status[v] = e["status"]
+        elif e["event"] == "decision":
+            self.decisions[v] = e["decision"]
+        elif e["event"] in ("promoted", "rolled_back"):
+            previous = self.aliases.get(CHAMPION)
+            if previous is not None and previous != v:
+                self.status[previous] = "archived"
+            self.aliases[CHAMPION] = v
+            self.status[v] = "deployed"
+            self.history.append({"alias": CHAMPION, "from": previous, "to": v, "at": e["at"],
+                                 "reason": e.get("reason", ""), "event": e["event"]})
+
+
 class Registry:
     def __init__(self, store: Store, prefix: str = "registry"):
         self.store = store
         self.prefix = prefix.strip("/")
+        self._ledgers: dict[str, Ledger] = {}
 
     # -- keys -------------------------------------------------------------------
     def _m(self, model: str) -> str:
         if not model or "/" in model or model.startswith("."):
-            raise RegistryError(f"invalid model name {model!r}")
+            raise RegistryError(f"invalid model name {model!r}: use letters, digits, '-' or '_'")
         return f"{self.prefix}/{model}"
 
-    def _version_key(self, model: str, version: int) -> str:
-        return f"{self._m(model)}/versions/{version:06d}.json"
+    def _ledger(self, model: str, name: str) -> Ledger:
+        key = f"{self._m(model)}/{name}"
+        if key not in self._ledgers:
+            self._ledgers[key] = Ledger(self.store, key)
+        return self._ledgers[key]
+
+    def artifact_key(self, model: str, version: int) -> str:
+        return f"{self._m(model)}/artifacts/{version:06d}/model.tar.gz"
+
+    def card_prefix(self, model: str, version: int) -> str:
+        return f"{self._m(model)}/cards/{version:06d}"
 
     # -- reading ----------------------------------------------------------------
     def models(self) -> list[str]:
-        names = {k.split("/")[1] for k in self.store.list(self.prefix) if k.count("/") >= 3 and "/versions/" in k}
-        return sorted(names)
+        parts = [k[len(self.prefix) + 1 :].split("/") for k in self.store.list(self.prefix)]
+        return sorted({p[0] for p in parts if len(p) == 4 and p[1] == "versions" and p[3] == "entry.json"})
 
     def versions(self, model: str) -> list[int]:
-        keys = self.store.list(f"{self._m(model)}/versions")
-        return sorted(int(k.rsplit("/", 1)[1].split(".")[0]) for k in keys if k.endswith(".json"))
+        return self._ledger(model, "versions").slots()
+
+    def _state(self, model: str, before: int | None = None) -> _State:
+        state = _State()
+        for _, entry in self._ledger(model, "log").entries(before):
+            state.apply(entry)
+        return state
 
     def aliases(self, model: str) -> dict[str, int]:
-        key = f"{self._m(model)}/aliases.json"
-        return self.store.read_json(key)["aliases"] if self.store.exists(key) else {}
+        return dict(self._state(model).aliases)
+
+    def _version(self, model: str, version: int, state: _State) -> ModelVersion:
+        mv = ModelVersion(**self._ledger(model, "versions").read(version))
+        mv.status = state.status.get(version, mv.status)
+        mv.decision = state.decisions.get(version, mv.decision)
+        mv.aliases = sorted(a for a, v in state.aliases.items() if v == version)
+        return mv
 
     def get(self, model: str, version: int) -> ModelVersion:
-        key = self._version_key(model, version)
-        if not self.store.exists(key):
-            known = self.versions(model)
+        known = self.versions(model)
+        if version not in known:
             raise RegistryError(f"{model} has no version {version} (known: {known or 'none'})")
-        mv = ModelVersion(**self.store.read_json(key))
-        mv.aliases = sorted(a for a, v in self.aliases(model).items() if v == version)
-        return mv
+        return self._version(model, version, self._state(model))
 
     def list(self, model: str | None = None) -> list[ModelVersion]:
         out = []
         for name in [model] if model else self.models():
-            aliases = self.aliases(name)
-            for v in self.versions(name):
-                mv = ModelVersion(**self.store.read_json(self._version_key(name, v)))
-                mv.aliases = sorted(a for a, n in aliases.items() if n == v)
-                out.append(mv)
+            state = self._state(name)
+            out += [self._version(name, v, state) for v in self.versions(name)]
         return out
 
     def latest(self, model: str) -> ModelVersion:
@@ -145,126 +188,91 @@ class Registry:
                             for k in keys},
                 "lineage": {"a": va.lineage, "b": vb.lineage}}
 
+    def events(self, model: str) -> list[dict[str, Any]]:
+        """The audit log, oldest first."""
+        return [{"seq": seq, **entry} for seq, entry in self._ledger(model, "log").entries()]
+
     # -- writing ----------------------------------------------------------------
     def register(self, model: str, artifact_uri: str, metrics: dict[str, Any], params: dict[str, Any] | None = None,
                  lineage: dict[str, Any] | None = None, idempotency_key: str | None = None,
                  decision: dict[str, Any] | None = None) -> ModelVersion:
-        """A new version (or the one this idempotency key already created)."""
+        """A new version (or the one this idempotency key already created, completed if a retry found it half done)."""
         if idempotency_key:
             existing = self._version_for_key(model, idempotency_key)
             if existing is not None:
-                return self.get(model, existing)
-        source_bytes = _read_artifact(self.store, artifact_uri)
-        version = self._claim_version(model, artifact_uri, metrics, params or {}, lineage or {},
-                                      idempotency_key, decision)
-        if idempotency_key:
-            key = f"{self._m(model)}/keys/{_safe(idempotency_key)}.json"
-            if not self.store.put_if_absent(key, json_bytes({"version": version.version})):
-                self.store.delete(self._version_key(model, version.version))  # lost a race with a twin retry
-                return self.get(model, self._version_for_key(model, idempotency_key))
-        archive = f"{self._m(model)}/artifacts/{version.version:06d}/model.tar.gz"
-        self.store.write_bytes(archive, source_bytes)
-        version = self._update(model, version.version, lambda d: d.update(artifact_uri=self.store.uri(archive),
-                                                                          source_artifact_uri=artifact_uri))
-        self._event(model, "registered", version=version.version, key=idempotency_key)
-        return version
+                return self._complete(model, existing)
+        source = _read_artifact(artifact_uri)  # fail before claiming a number if the artifact is unreadable
 
-    def _version_for_key(self, model: str, key: str) -> int | None:
-        k = f"{self._m(model)}/keys/{_safe(key)}.json"
-        return self.store.read_json(k)["version"] if self.store.exists(k) else None
-
-    def _claim_version(self, model: str, artifact_uri: str, metrics: dict, params: dict, lineage: dict,
-                       key: str | None, decision: dict | None) -> ModelVersion:
-        candidate = (self.versions(model) or [0])[-1] + 1
-        for _ in range(1000):
-            mv = ModelVersion(model, candidate, artifact_uri, metrics, params, lineage, idempotency_key=key,
-                              decision=decision)
+        def record(v: int) -> dict[str, Any]:
+            mv = ModelVersion(model, v, self.store.uri(self.artifact_key(model, v)), metrics, params or {},
+                              lineage or {}, idempotency_key=idempotency_key, decision=decision,
+                              source_artifact_uri=artifact_uri)
             body = mv.to_dict()
             body.pop("aliases")
-            if self.store.put_if_absent(self._version_key(model, candidate), json_bytes(body)):
-                return mv
-            candidate += 1
-        raise RegistryError(f"could not claim a version number for {model} after 1000 attempts")
+            return body
 
-    def _update(self, model: str, version: int, change: Callable[[dict], Any]) -> ModelVersion:
-        key = self._version_key(model, version)
-        for _ in range(100):
-            got = self.store.read_versioned(key)
-            if got is None:
-                raise RegistryError(f"{model} has no version {version}")
-            doc = json.loads(got[0])
-            change(doc)
-            if self.store.replace_if(key, json_bytes(doc), got[1]):
-                return self.get(model, version)
-            time.sleep(0.01)
-        raise RegistryError(f"{model} v{version}: too many concurrent updates, try again")
+        version, _ = self._ledger(model, "versions").append(record)
+        first = self._version_for_key(model, idempotency_key) if idempotency_key else version
+        if first != version:  # a twin with the same key registered at the same moment and got a lower number
+            self._append(model, lambda _: {"event": "status", "version": version, "status": "archived",
+                                           "reason": f"duplicate of v{first} (idempotency key {idempotency_key})"})
+            return self._complete(model, first)
+        return self._complete(model, version, source)
+
+    def _version_for_key(self, model: str, key: str) -> int | None:
+        ledger = self._ledger(model, "versions")
+        return next((v for v in ledger.slots() if ledger.read(v).get("idempotency_key") == key), None)
+
+    def _complete(self, model: str, version: int, source: bytes | None = None) -> ModelVersion:
+        """Copy the artifact in and log the registration, unless that already happened."""
+        if version in self._state(model).registered:
+            return self.get(model, version)
+        key = self.artifact_key(model, version)
+        if source is not None or not self.store.exists(key):
+            uri = self._ledger(model, "versions").read(version)["source_artifact_uri"]
+            self.store.write_bytes(key, source if source is not None else _read_artifact(uri))
+        self._append(model, lambda _: {"event": "registered", "version": version})
+        return self.get(model, version)
+
+    def _append(self, model: str, make: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        return self._ledger(model, "log").append(lambda seq: {"at": _now(), **make(seq)})[1]
 
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
         if status not in STATUSES:
             raise RegistryError(f"status {status!r}: use one of {STATUSES}")
-        mv = self._update(model, version, lambda d: d.update(status=status))
-        self._event(model, "status", version=version, status=status, reason=reason)
-        return mv
+        self.get(model, version)
+        self._append(model, lambda _: {"event": "status", "version": version, "status": status, "reason": reason})
+        return self.get(model, version)
 
     def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> ModelVersion:
-        return self._update(model, version, lambda d: d.update(decision=decision))
-
-    def _move_alias(self, model: str, alias: str, version: int, reason: str) -> int | None:
-        key = f"{self._m(model)}/aliases.json"
-        for _ in range(100):
-            got = self.store.read_versioned(key)
-            doc = json.loads(got[0]) if got else {"aliases": {}, "history": []}
-            previous = doc["aliases"].get(alias)
-            doc["aliases"][alias] = version
-            doc["history"].append({"alias": alias, "from": previous, "to": version, "at": _now(), "reason": reason})
-            if self.store.replace_if(key, json_bytes(doc), got[1] if got else None):
-                return previous
-            time.sleep(0.01)
-        raise RegistryError(f"{model}: could not move alias {alias}, too many concurrent updates")
+        self.get(model, version)
+        self._append(model, lambda _: {"event": "decision", "version": version, "decision": decision})
+        return self.get(model, version)
 
     def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
         """Make ``version`` the champion (what serving reads); the previous one is archived."""
         self.get(model, version)
-        previous = self._move_alias(model, CHAMPION, version, reason)
-        if previous is not None and previous != version:
-            self.set_status(model, previous, "archived", f"superseded by v{version}")
-        mv = self.set_status(model, version, "deployed", reason)
-        self._event(model, "promoted", version=version, previous=previous, reason=reason)
-        return mv
+        self._append(model, lambda seq: {"event": "promoted", "version": version, "reason": reason,
+                                         "previous": self._state(model, seq).aliases.get(CHAMPION)})
+        return self.get(model, version)
 
     def rollback(self, model: str, reason: str = "rollback") -> ModelVersion:
         """Move the champion back to the version it pointed to before the current one."""
-        key = f"{self._m(model)}/aliases.json"
-        if not self.store.exists(key):
-            raise RegistryError(f"{model} has never had a champion: nothing to roll back")
-        doc = self.store.read_json(key)
-        current = doc["aliases"].get(CHAMPION)
-        moves = [h for h in doc["history"] if h["alias"] == CHAMPION and h["to"] == current and h["from"]]
-        if not moves:
-            raise RegistryError(f"{model} v{current} has no earlier champion to roll back to")
-        target = moves[-1]["from"]
-        self._move_alias(model, CHAMPION, target, reason)
-        self.set_status(model, current, "archived", f"rolled back to v{target}")
-        mv = self.set_status(model, target, "deployed", reason)
-        self._event(model, "rolled_back", version=target, previous=current, reason=reason)
-        return mv
 
-    def events(self, model: str) -> list[dict[str, Any]]:
-        return [self.store.read_json(k) for k in self.store.list(f"{self._m(model)}/events")]
+        def entry(seq: int) -> dict[str, Any]:
+            state = self._state(model, seq)
+            current = state.aliases.get(CHAMPION)
+            if current is None:
+                raise RegistryError(f"{model} has never had a champion: nothing to roll back")
+            moves = [h for h in state.history if h["to"] == current and h["from"] is not None]
+            if not moves:
+                raise RegistryError(f"{model} v{current} has no earlier champion to roll back to")
+            return {"event": "rolled_back", "version": moves[-1]["from"], "previous": current, "reason": reason}
 
-    def _event(self, model: str, kind: str, **details: Any) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        self.store.write_bytes(f"{self._m(model)}/events/{stamp}-{uuid.uuid4().hex[:8]}.json",
-                               json_bytes({"event": kind, "at": _now(), **details}))
+        return self.get(model, self._append(model, entry)["version"])
 
 
-def _safe(key: str) -> str:
-    from .layout import run_key
-
-    return run_key(key)
-
-
-def _read_artifact(store: Store, uri: str) -> bytes:
+def _read_artifact(uri: str) -> bytes:
     from .store import read_uri_bytes
 
     try:

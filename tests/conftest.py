@@ -94,3 +94,39 @@ def smoke_training(airflow_db, tiny_base_model):
     run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
                              "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0}})
     return store_root, run
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """moto's S3/SageMaker server on 127.0.0.1 (real HTTP), once per session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> str:
+    """Point boto3 (and child processes) at moto's server with dummy credentials."""
+    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3_store(aws_env, request):
+    """A fresh bucket on moto's server behind :class:`S3Store`."""
+    import re
+    import uuid
+
+    import boto3
+
+    from streamguard_ml.store import S3Store
+
+    bucket = re.sub(r"[^a-z0-9-]", "-", f"sg-{request.node.name.lower()}")[:40].strip("-") + f"-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return S3Store(f"s3://{bucket}/streamguard")

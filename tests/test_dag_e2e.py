@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_training_dag_smoke_run_registers_both_models(smoke_training):
+def test_training_dag_smoke_run_registers_both_models(airflow_db, tiny_base_model, tmp_path, aws_env, monkeypatch):
+    """...and, with the optional shipping switched on, deploys both champions to SageMaker
+    endpoints and exports both versions to SageMaker Model Registry (moto's server)."""
+    import json
+
+    import boto3
+    from airflow.dag_processing.dagbag import DagBag
+
     from streamguard_ml.registry import Registry
     from streamguard_ml.store import LocalStore
 
-    store_root, run = smoke_training
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": aws_env, "region_name": "us-east-1"}}))
+    boto3.client("s3").create_bucket(Bucket="sg-e2e-serving")
+    store_root = tmp_path / "store"
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
+    run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
+                             "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0},
+                             "deploy_endpoint": True, "export_model_registry": True,
+                             "serving": {"s3_prefix": "s3://sg-e2e-serving/staging"}})
     assert str(run.state).endswith("success"), run.state
     reg = Registry(LocalStore(store_root))
     first = [mv for mv in reg.list() if mv.version == 1]
@@ -20,7 +40,22 @@ def test_training_dag_smoke_run_registers_both_models(smoke_training):
         assert 0.0 <= mv.metrics["accuracy"] <= 1.0
         assert mv.lineage["data_content_hash"] and mv.lineage["code_version"] and mv.params
         assert mv.lineage["reference_profile"] and mv.lineage["training_backend"] == "local"
-        assert mv.decision["kind"] == "first_model_floors"
         assert "localisation_top1" in mv.metrics
+        assert mv.decision["kind"] == "first_model_floors"
+        assert reg.champion(mv.model).version == 1  # floors lowered: both promoted
+        card = store_root / "registry" / mv.model / "cards" / "000001"
+        assert {"model_card.md", "model_card.json", "roc_curve.png", "training_curves.png"} <= {
+            p.name for p in card.iterdir()}
     assert (store_root / "registry" / "taint-flow-gnn" / "artifacts" / "000001" / "model.tar.gz").exists()
-    assert {e["event"] for e in reg.events("taint-flow-gnn")} >= {"registered", "promoted"}
+    sagemaker = boto3.client("sagemaker")
+    for mv in first:
+        endpoint = sagemaker.describe_endpoint(EndpointName=f"streamguard-{mv.model}")
+        assert endpoint["EndpointStatus"] == "InService"
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        assert model["PrimaryContainer"]["Environment"]["STREAMGUARD_VERSION"] == "1"
+        assert model["PrimaryContainer"]["ModelDataUrl"].startswith("s3://sg-e2e-serving/staging/models/")
+        (package,) = sagemaker.list_model_packages(ModelPackageGroupName=mv.model)["ModelPackageSummaryList"]
+        assert package["ModelApprovalStatus"] == "Approved"
+        notes = [e.get("reason", "") for e in reg.events(mv.model)]
+        assert any("SageMaker endpoint" in n for n in notes) and any("Model Registry" in n for n in notes)

@@ -1,4 +1,5 @@
-"""Registry: versions, aliases, lineage, idempotency, promote/rollback, concurrency."""
+"""Registry: the same behaviour on a local directory and on S3 (moto's server, real HTTP):
+versions, aliases, lineage, idempotency, promote/rollback, and 8 concurrent processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import sys
 import pytest
 
 from streamguard_ml.registry import Registry, RegistryError
+from streamguard_ml.store import open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request):
+    return request.getfixturevalue("store" if request.param == "local" else "s3_store")
 
 
 @pytest.fixture
@@ -19,70 +26,126 @@ def artifact(tmp_path):
     return str(path)
 
 
-def test_register_list_show_latest_best_compare(store, artifact):
-    reg = Registry(store)
+def test_register_list_show_latest_best_compare(any_store, artifact):
+    reg = Registry(any_store)
     v1 = reg.register("m", artifact, {"accuracy": 0.8, "f1": 0.7, "fpr": 0.1}, {"lr": 1}, {"data_content_hash": "abc"})
     v2 = reg.register("m", artifact, {"accuracy": 0.9, "f1": 0.6, "fpr": 0.05})
-    assert (v1.version, v2.version) == (1, 2)
+    assert (v1.version, v2.version) == (1, 2) and reg.models() == ["m"]
     assert [mv.version for mv in reg.list("m")] == [1, 2]
     assert reg.get("m", 1).lineage == {"data_content_hash": "abc"} and reg.get("m", 1).params == {"lr": 1}
+    assert reg.get("m", 1).status == "registered" and reg.get("m", 1).created_at
     assert reg.latest("m").version == 2
     assert reg.best("m", "f1").version == 1 and reg.best("m", "fpr", lower_is_better=True).version == 2
     cmp = reg.compare("m", 1, 2)
     assert cmp["metrics"]["accuracy"]["delta"] == pytest.approx(0.1)
-    assert store.read_bytes(reg.get("m", 1).artifact_uri.split(store.root + "/")[1]) == b"not really a model"
+    assert any_store.read_bytes(any_store.key_of(reg.get("m", 1).artifact_uri)) == b"not really a model"
+    assert [e["event"] for e in reg.events("m")] == ["registered", "registered"]
     with pytest.raises(RegistryError, match="no version 9"):
         reg.get("m", 9)
 
 
-def test_idempotency_key_returns_the_same_version(store, artifact):
-    reg = Registry(store)
+def test_artifact_from_the_store_itself(any_store):
+    any_store.write_bytes("runs/r/models/gnn/model.tar.gz", b"weights")
+    mv = Registry(any_store).register("m", any_store.uri("runs/r/models/gnn/model.tar.gz"), {"accuracy": 1.0})
+    assert mv.source_artifact_uri.endswith("runs/r/models/gnn/model.tar.gz")
+    assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == b"weights"
+
+
+def test_idempotency_key_returns_the_same_version(any_store, artifact):
+    reg = Registry(any_store)
     a = reg.register("m", artifact, {"accuracy": 0.5}, idempotency_key="run-1:gnn")
-    b = reg.register("m", artifact, {"accuracy": 0.5}, idempotency_key="run-1:gnn")
+    b = Registry(any_store).register("m", artifact, {"accuracy": 0.5}, idempotency_key="run-1:gnn")
     assert a.version == b.version == 1 and reg.versions("m") == [1]
 
 
-def test_promote_and_rollback_move_the_champion(store, artifact):
-    reg = Registry(store)
+def test_a_retry_completes_a_registration_that_crashed_half_way(any_store, artifact):
+    """The version number was claimed but the artifact copy and the log entry never happened."""
+    reg = Registry(any_store)
+    reg._ledger("m", "versions").append(lambda v: {
+        "model": "m", "version": v, "artifact_uri": any_store.uri(reg.artifact_key("m", v)), "metrics": {},
+        "params": {}, "lineage": {}, "status": "registered", "created_at": "2026-01-01T00:00:00+00:00",
+        "idempotency_key": "run-9:gnn", "decision": None, "source_artifact_uri": artifact})
+    assert not any_store.exists(reg.artifact_key("m", 1))
+    mv = reg.register("m", artifact, {}, idempotency_key="run-9:gnn")
+    assert mv.version == 1 and any_store.read_bytes(reg.artifact_key("m", 1)) == b"not really a model"
+    assert [e["event"] for e in reg.events("m")] == ["registered"]
+
+
+def test_status_decision_promote_and_rollback(any_store, artifact):
+    reg = Registry(any_store)
     for _ in range(3):
         reg.register("m", artifact, {"accuracy": 0.5})
+    reg.set_status("m", 2, "approved", "looked fine")
+    reg.record_decision("m", 2, {"promote": False, "reasons": ["accuracy gain +0.00 pts"]})
+    assert reg.get("m", 2).status == "approved" and reg.get("m", 2).decision["promote"] is False
     reg.promote("m", 1)
     reg.promote("m", 3)
     assert reg.champion("m").version == 3 and reg.get("m", 1).status == "archived"
     assert reg.resolve("m", "deployed").version == 3 and reg.get("m", 3).aliases == ["champion"]
     back = reg.rollback("m")
     assert back.version == 1 and reg.champion("m").version == 1 and reg.get("m", 3).status == "archived"
-    kinds = [e["event"] for e in reg.events("m")]
-    assert kinds.count("promoted") == 2 and "rolled_back" in kinds
+    events = reg.events("m")
+    assert [e["event"] for e in events].count("promoted") == 2 and events[-1]["event"] == "rolled_back"
+    assert events[-1]["previous"] == 3 and [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    with pytest.raises(RegistryError, match="status 'live'"):
+        reg.set_status("m", 1, "live")
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback("other")
 
 
 def _register_one(args):
     root, artifact, i = args
     from streamguard_ml.registry import Registry
-    from streamguard_ml.store import LocalStore
+    from streamguard_ml.store import open_store
 
-    return Registry(LocalStore(root)).register("m", artifact, {"accuracy": i / 10}).version
+    return Registry(open_store(root)).register("m", artifact, {"accuracy": i / 10}, lineage={"writer": i}).version
 
 
-def test_eight_concurrent_writers_get_distinct_versions(store, artifact):
+def _promote_one(args):
+    root, version = args
+    from streamguard_ml.registry import Registry
+    from streamguard_ml.store import open_store
+
+    Registry(open_store(root)).promote("m", version, reason=f"writer {version}")
+
+
+def test_eight_concurrent_processes_get_distinct_versions_and_an_intact_index(any_store, artifact):
     with multiprocessing.get_context("spawn").Pool(8) as pool:
-        versions = pool.map(_register_one, [(store.root, artifact, i) for i in range(8)])
-    assert sorted(versions) == list(range(1, 9))
-    reg = Registry(store)
-    assert reg.versions("m") == list(range(1, 9))
-    assert sorted(mv.metrics["accuracy"] for mv in reg.list("m")) == [i / 10 for i in range(8)]
+        versions = pool.map(_register_one, [(any_store.root, artifact, i) for i in range(8)])
+        assert sorted(versions) == list(range(1, 9))
+        pool.map(_promote_one, [(any_store.root, v) for v in range(1, 9)])
+    reg = Registry(open_store(any_store.root))
+    listed = reg.list("m")
+    assert [mv.version for mv in listed] == list(range(1, 9))
+    assert sorted(mv.lineage["writer"] for mv in listed) == list(range(8))  # every writer's record survived
+    assert {mv.version: mv.metrics["accuracy"] * 10 for mv in listed} == pytest.approx(
+        {v: float(versions.index(v)) for v in range(1, 9)})
+    for mv in listed:
+        assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == b"not really a model"
+    events = reg.events("m")
+    assert sorted(e["version"] for e in events if e["event"] == "registered") == list(range(1, 9))
+    promotions = [e for e in events if e["event"] == "promoted"]
+    assert sorted(e["version"] for e in promotions) == list(range(1, 9))
+    # compare-and-append: each promotion names exactly the champion the one before it installed
+    assert [e["previous"] for e in promotions] == [None] + [e["version"] for e in promotions[:-1]]
+    assert reg.champion("m").version == promotions[-1]["version"]
+    assert [mv.status for mv in listed].count("deployed") == 1 and [mv.status for mv in listed].count("archived") == 7
 
 
-def test_cli_register_by_hand(store, artifact, tmp_path):
+def test_cli_register_by_hand(any_store, artifact, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"accuracy": 0.91, "f1": 0.9, "fpr": 0.02}))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "streamguard_ml.cli", *a, "--store", store.root, "--json"],  # noqa: E731
-                                    capture_output=True, text=True, timeout=120)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "streamguard_ml.cli", *a, "--store", any_store.root,  # noqa: E731
+                                     "--json"], capture_output=True, text=True, timeout=120)
     out = run("registry", "register", "--model", "imported", "--artifact", artifact, "--metrics", str(metrics))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["version"] == 1
     listed = json.loads(run("registry", "list").stdout)
     assert listed[0]["model"] == "imported" and listed[0]["metrics"]["accuracy"] == 0.91
     assert set(listed[0]) >= {"model", "version", "status", "aliases", "metrics", "created_at", "lineage"}
+    assert json.loads(run("registry", "promote", "imported", "1").stdout)["aliases"] == ["champion"]
+    assert json.loads(run("registry", "show", "imported", "deployed").stdout)["status"] == "deployed"
+    card = json.loads(run("registry", "card", "imported", "latest").stdout)
+    assert card["version"] == 1 and card["metrics_ci"]["accuracy"]["value"] == 0.91 and card["known_limits"]
     bad = run("registry", "register", "--model", "x", "--artifact", "/nope.tar.gz", "--metrics", str(metrics))
     assert bad.returncode == 2 and "nope.tar.gz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""``registry list|show|latest|best|compare|promote|rollback|register``."""
+"""``registry list|show|latest|best|compare|promote|rollback|card|register``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model")
     p.add_argument("--reason", default="manual rollback")
     p.set_defaults(func=cmd_rollback)
+
+    p = common(rsub.add_parser("card", help="a version's model card (written again from its run with --refresh)"))
+    p.add_argument("model")
+    p.add_argument("version", help="N, latest, deployed or best:<metric>")
+    p.add_argument("--refresh", action="store_true", help="rebuild it from the version's run and evaluation")
+    p.set_defaults(func=cmd_card)
 
     p = common(rsub.add_parser("register", help="register an existing model artifact by hand"))
     p.add_argument("--model", required=True)
@@ -137,8 +143,31 @@ def _read_json_file(path: Path, what: str) -> dict:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    from ..model_card import write_model_card
+
     metrics = _read_json_file(args.metrics, "metrics")
     lineage = _read_json_file(args.lineage, "lineage") if args.lineage else {"source": "manual registration"}
-    mv = _registry(args).register(_name(args.model), args.artifact, metrics, lineage=lineage)
-    emit(args, mv.to_dict(), lambda d: print(f"registered {d['model']} v{d['version']} -> {d['artifact_uri']}"))
+    registry = _registry(args)
+    mv = registry.register(_name(args.model), args.artifact, metrics, lineage=lineage)
+    card = write_model_card(registry.store, registry.card_prefix(mv.model, mv.version), mv)
+    emit(args, {**mv.to_dict(), "model_card": card["markdown"]},
+         lambda d: print(f"registered {d['model']} v{d['version']} -> {d['artifact_uri']}"))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from ..config import REGISTRY_NAMES
+    from ..model_card import run_inputs, write_model_card
+
+    registry = _registry(args)
+    mv = registry.resolve(_name(args.model), args.version)
+    prefix = registry.card_prefix(mv.model, mv.version)
+    if args.refresh or not registry.store.exists(f"{prefix}/model_card.json"):
+        kinds = {name: kind for kind, name in REGISTRY_NAMES.items()}
+        run = mv.lineage.get("run")
+        inputs = run_inputs(registry.store, run, kinds[mv.model]) if run and mv.model in kinds else {}
+        write_model_card(registry.store, prefix, mv, **inputs)
+    card = registry.store.read_json(f"{prefix}/model_card.json")
+    card["markdown_uri"] = registry.store.uri(f"{prefix}/model_card.md")
+    emit(args, card, lambda d: print(registry.store.read_bytes(f"{prefix}/model_card.md").decode()))
     return 0

@@ -1,0 +1,78 @@
+"""The SageMaker real-time inference handler (``sagemaker_inference.py`` re-exports it).
+
+SageMaker's PyTorch serving container unpacks the version's ``model.tar.gz``
+into ``/opt/ml/model`` and calls, per request, ``input_fn`` → ``predict_fn`` →
+``output_fn`` on the model ``model_fn`` loaded once.  The model is loaded from
+its safetensors weights and JSON config (never unpickled), and raw code goes
+through the same graph/token featurisation as training.
+
+Request (``application/json``): ``{"instances": [{"id": "a", "code": "def f(): ..."}]}``,
+a bare list of such objects, or one object; ``application/jsonlines``: one per
+line.  Response: ``{"predictions": [{"id", "score", "label"[, "anomaly"]}],
+"model_type"}``, in request order; label 1 means vulnerable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+JSON, JSON_LINES = "application/json", "application/jsonlines"
+
+
+class ServingError(ValueError):
+    """A request the endpoint cannot score; SageMaker returns the message to the caller."""
+
+
+def model_fn(model_dir: str) -> Any:
+    from .inference import LoadedModel
+
+    return LoadedModel(Path(model_dir))
+
+
+def _instances(doc: Any) -> list[dict[str, Any]]:
+    items = doc.get("instances", [doc]) if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise ServingError('send {"instances": [{"id": ..., "code": ...}]}, a list of such objects, or one object')
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("code"), str) or not item["code"].strip():
+            raise ServingError(f"instance {i} needs a non-empty string 'code'")
+        out.append({"id": str(item.get("id", i)), "code": item["code"]})
+    return out
+
+
+def input_fn(body: bytes | str, content_type: str = JSON) -> list[dict[str, Any]]:
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    kind = (content_type or JSON).split(";")[0].strip()
+    try:
+        if kind == JSON:
+            return _instances(json.loads(text))
+        if kind in (JSON_LINES, "application/x-jsonlines"):
+            return _instances([json.loads(line) for line in text.splitlines() if line.strip()])
+    except json.JSONDecodeError as exc:
+        raise ServingError(f"request body is not valid JSON: {exc}") from None
+    raise ServingError(f"content type {content_type!r}: use {JSON} or {JSON_LINES}")
+
+
+def predict_fn(instances: list[dict[str, Any]], model: Any) -> dict[str, Any]:
+    threshold = float(os.environ.get("STREAMGUARD_THRESHOLD", "0.5"))
+    scores = model.score(model.featurize([r["code"] for r in instances]))
+    rows = []
+    for k, r in enumerate(instances):
+        row = {"id": r["id"], "score": round(float(scores.prob[k]), 6), "label": int(scores.prob[k] >= threshold)}
+        if scores.anomaly is not None:
+            row["anomaly"] = round(float(scores.anomaly[k]), 6)
+        rows.append(row)
+    return {"predictions": rows, "model_type": model.model_type}
+
+
+def output_fn(prediction: dict[str, Any], accept: str = JSON) -> tuple[str, str]:
+    kind = (accept or JSON).split(";")[0].strip()
+    if kind in (JSON, "*/*"):
+        return json.dumps(prediction), JSON
+    if kind == JSON_LINES:
+        return "".join(json.dumps(r) + "\n" for r in prediction["predictions"]), JSON_LINES
+    raise ServingError(f"accept {accept!r}: use {JSON} or {JSON_LINES}")
