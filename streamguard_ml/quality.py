@@ -76,6 +76,7 @@ def normalise(rec: dict, limits: QualityLimits) -> list[Sample | Rejected]:
         pair_id=rec.get("pair_id") and str(rec["pair_id"]),
         vulnerable_lines=[int(x) for x in rec.get("vulnerable_lines") or []],
         origin=rec.get("origin"), group=rec.get("group") and str(rec["group"]), source_ref=source_ref,
+        cve=rec.get("cve") and str(rec["cve"]), severity=rec.get("severity") and str(rec["severity"]),
     )
     out: list[Sample | Rejected] = [sample]
     if rec.get("counterfactual"):

@@ -58,6 +58,8 @@ class Sample:
     origin: str | None = None
     group: str | None = None
     source_ref: str = ""
+    cve: str | None = None
+    severity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -350,12 +351,66 @@ def open_store(root: str | None = None) -> Store:
     return LocalStore(root)
 
 
+def _bucket_store(uri: str) -> tuple[S3Store, str]:
+    """The bucket-level store of an ``s3://`` URI and the key inside it."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return S3Store(f"s3://{bucket}", client=_s3_client(os.environ.get("AWS_ENDPOINT_URL", ""))), key.strip("/")
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint: str) -> Any:
+    """One boto3 client per endpoint: creating a client costs ~50 ms, sources read many files."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint or None)
+
+
 def read_uri_bytes(uri: str) -> bytes:
     """Read one object addressed by a full URI or local path (used for sources)."""
     if uri.startswith("s3://"):
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        return S3Store(f"s3://{bucket}").read_bytes(key)
+        store, key = _bucket_store(uri)
+        return store.read_bytes(key)
     path = Path(uri.removeprefix("file://")).expanduser()
     if not path.exists():
         raise StoreError(f"{uri} does not exist: check the path")
     return path.read_bytes()
+
+
+def list_uris(uri: str, suffixes: tuple[str, ...]) -> list[str]:
+    """A file, or every file ending in ``suffixes`` below a local directory or ``s3://`` prefix (sorted).
+
+    Sources name either one file or a folder of them; both work the same locally and on S3.
+    """
+    if uri.startswith("s3://"):
+        store, key = _bucket_store(uri)
+        keys = store.list(key)
+        if keys == [key]:
+            return [uri]
+        found = [store.uri(k) for k in keys if k.endswith(suffixes)]
+        if not found:
+            raise StoreError(f"{uri} holds no {'/'.join(suffixes)} files: check the bucket and prefix")
+        return found
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise StoreError(f"{uri} does not exist: check the path")
+    found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    if not found:
+        raise StoreError(f"{uri} holds no {'/'.join(suffixes)} files: point at a file or a folder of them")
+    return found
+
+
+@contextlib.contextmanager
+def local_file(uri: str) -> Iterator[Path]:
+    """A local path for a source that needs a real file (e.g. SQLite); ``s3://`` objects are downloaded."""
+    if not uri.startswith("s3://"):
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_file():
+            raise StoreError(f"{uri} does not exist: check the path")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="sg-src-") as tmp:
+        target = Path(tmp) / PurePosixPath(uri).name
+        target.write_bytes(read_uri_bytes(uri))
+        yield target
