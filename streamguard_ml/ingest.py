@@ -118,6 +118,12 @@ def write_ingested(store: Store, run: str, sources: Sequence[str], samples: Sequ
 
 
 def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict[str, list] | None = None) -> str:
+    store.write_bytes(key, samples_parquet(samples, extra))
+    return store.uri(key)
+
+
+def samples_parquet(samples: Sequence[Sample], extra: dict[str, list] | None = None) -> bytes:
+    """Samples (plus extra columns) as zstd-compressed Parquet bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,8 +133,7 @@ def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict
     table = pa.table(columns, schema=_schema(columns))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    store.write_bytes(key, buf.getvalue())
-    return store.uri(key)
+    return buf.getvalue()
 
 
 def _schema(columns: dict[str, list]) -> "object":

@@ -14,6 +14,9 @@
     runs/<run>/models/<model_type>/model.tar.gz
     runs/<run>/eval/<model_type>/...         metrics, predictions, comparison with the champion
     registry/...                             see registry.py
+    ingestion/corpus.parquet                 every sample the daily ingestion has accepted so far
+    datasets/latest.json                     the processed dataset published last (see publication.py)
+    datasets/published/<run>.json            one record per publication
     feedback/date=YYYY-MM-DD/...             see feedback.py
 """
 
@@ -90,3 +93,15 @@ def model_archive(run: str, model_type: str) -> str:
 
 def eval_dir(run: str, model_type: str) -> str:
     return f"{run_root(run)}/eval/{model_type}"
+
+
+def corpus() -> str:
+    return "ingestion/corpus.parquet"
+
+
+def latest_dataset() -> str:
+    return "datasets/latest.json"
+
+
+def publication(run: str) -> str:
+    return f"datasets/published/{run_key(run)}.json"

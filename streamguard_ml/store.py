@@ -100,6 +100,17 @@ class Store(ABC):
             self.download_file(key, directory / key[len(prefix) + 1 :])
         return directory
 
+    def copy_prefix(self, source: str, target: str) -> list[str]:
+        """Copy every key under ``source`` to the same relative key under ``target``."""
+        source, target = safe_key(source), safe_key(target)
+        keys = self.list(source)
+        for key in keys:
+            self.copy_key(key, f"{target}/{key[len(source) + 1 :]}")
+        return keys
+
+    def copy_key(self, source: str, target: str) -> None:
+        self.write_bytes(target, self.read_bytes(source))
+
     @contextlib.contextmanager
     def local_dir(self, prefix: str) -> Iterator[Path]:
         """A local directory holding ``prefix`` for code that needs real paths."""
@@ -175,6 +186,9 @@ class LocalStore(Store):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
         return str(target)
+
+    def copy_key(self, source: str, target: str) -> None:
+        self.upload_file(self._p(source), target)
 
     def exists(self, key: str) -> bool:
         return self._p(key).exists()
@@ -306,6 +320,14 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         for k in self.list(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._k(k))
+
+    def copy_key(self, source: str, target: str) -> None:
+        """Server-side copy: the bytes never leave S3."""
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._k(target),
+                                    CopySource={"Bucket": self.bucket, "Key": self._k(source)})
+        except Exception as exc:
+            raise self._error(exc, source) from exc
 
     def _conditional_put(self, key: str, data: bytes, **cond: str) -> bool:
         from botocore.exceptions import ClientError
