@@ -6,6 +6,7 @@ The DAGs run for real (``dag.test()`` against the session's SQLite Airflow) on t
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,7 +84,7 @@ def _feed(path: Path, start: int, count: int) -> None:
 
 @pytest.mark.slow
 def test_daily_ingestion_is_incremental_and_training_adopts_the_publication(airflow_db, dags, tiny_base_model,
-                                                                            tmp_path):
+                                                                            tmp_path, caplog):
     store_root, feed = tmp_path / "store", tmp_path / "feed.jsonl"
     _feed(feed, 0, 6)
     conf = {"sources": ["synthetic:100"], "jsonl_sources": [str(feed)], "base_model": tiny_base_model,
@@ -92,8 +93,12 @@ def test_daily_ingestion_is_incremental_and_training_adopts_the_publication(airf
     dag = dags["streamguard_ingestion"]
     events_before = len(_asset_events())
 
-    first = dag.test(run_conf=conf)
+    with caplog.at_level(logging.INFO, logger="streamguard_ml"):
+        first = dag.test(run_conf=conf)
     assert str(first.state).endswith("success"), _states(first)
+    shard_lines = [r.getMessage() for r in caplog.records if r.name == "streamguard_ml.preprocess"]
+    assert any(m.startswith("shard train-00000: processing") for m in shard_lines), shard_lines
+    assert any(m.startswith("shard test-00000: ") and "nodes" in m for m in shard_lines), shard_lines
     published = store.read_json(layout.latest_dataset())
     assert published["run"] == layout.run_key(first.run_id)
     assert store.read_json(layout.ingest_report(first.run_id))["new"] == 106

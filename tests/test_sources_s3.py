@@ -70,3 +70,23 @@ def test_s3_paths_that_hold_nothing_say_so(s3):
         list_uris(f"s3://{BUCKET}/nothing-here", (".jsonl",))
     assert list_uris(f"s3://{BUCKET}/raw/sven", (".jsonl",)) == [
         f"s3://{BUCKET}/raw/sven/cwe-089.jsonl", f"s3://{BUCKET}/raw/sven/more/cwe-078.jsonl"]
+
+
+def test_preprocess_publish_and_adopt_on_an_s3_store(s3, tiny_base_model):
+    """The production configuration: the artifact store itself on S3 (adoption copies server-side)."""
+    from streamguard_ml import layout
+    from streamguard_ml.config import PipelineConfig
+    from streamguard_ml.preprocess import preprocess
+    from streamguard_ml.publication import adopt, latest, publish
+    from streamguard_ml.store import open_store
+
+    store = open_store(f"s3://{BUCKET}/store")
+    cfg = PipelineConfig(sources=("synthetic:90",), base_model=tiny_base_model, shard_size=40)
+    ingest(store, "nightly", cfg.sources)
+    dataset = preprocess(store, "nightly", cfg)
+    publish(store, "nightly", dataset)
+    adopted = adopt(store, "training-1", latest(store))
+    assert adopted["content_hash"] == dataset["content_hash"]
+    copied = store.list(layout.processed("training-1"))
+    assert len(copied) == len(store.list(layout.processed("nightly"))) > 10
+    assert any(k.endswith("graphs.safetensors.zst") for k in copied)
