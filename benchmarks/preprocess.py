@@ -39,46 +39,61 @@ from pathlib import Path
 RUN = "bench"
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants (worker processes included)."""
-    total, stack = 0, [pid]
+def _process_tree(pid: int) -> dict[int, tuple[int, float]]:
+    """pid → (resident pages, CPU seconds) for ``pid`` and all its descendants (workers included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out, stack = {}, [pid]
     while stack:
         p = stack.pop()
         try:
             with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1])
+                pages = int(fh.read().split()[1])
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[p] = (pages, (int(fields[11]) + int(fields[12])) / tick)  # utime + stime
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     stack += [int(c) for c in fh.read().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return out
 
 
-class PeakMemory:
-    """Peak resident memory of this process plus its workers, sampled every 20 ms in a thread.
+class Resources:
+    """Peak resident memory and CPU seconds of this process plus its workers, sampled every 20 ms.
 
     (``ru_maxrss`` of children is useless here: a spawned worker inherits the parent's
-    resident size for the instant between fork and exec.)
+    resident size for the instant between fork and exec.)  CPU time is what the machine
+    spent whatever else ran on it, so samples per CPU-second compare the two sides even
+    when other jobs share the cores.
     """
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> "Resources":
         import threading
 
-        self.start = self.peak = _tree_rss_mb(os.getpid())
+        self._cpu: dict[int, float] = {}
+        self._cpu0 = {p: c for p, (_, c) in _process_tree(os.getpid()).items()}
+        self.start = self.peak = self._sample()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
 
+    def _sample(self) -> float:
+        tree = _process_tree(os.getpid())
+        for p, (_, cpu) in tree.items():
+            self._cpu[p] = max(self._cpu.get(p, 0.0), cpu)
+        return sum(pages for pages, _ in tree.values()) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _tree_rss_mb(os.getpid()))
+            self.peak = max(self.peak, self._sample())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _tree_rss_mb(os.getpid()))
+        self.peak = max(self.peak, self._sample())
+        self.cpu_seconds = sum(c - self._cpu0.get(p, 0.0) for p, c in self._cpu.items())
 
 
 def _disk_bytes(*dirs: Path) -> int:
@@ -171,12 +186,12 @@ def phase_baseline(work: Path, base_model: str) -> dict:
     import sklearn.model_selection  # noqa: F401  (imported before the clock, like the tokenizer)
 
     pre = SeedStylePreprocessor(base_model)
-    with PeakMemory() as mem:
+    with Resources() as res:
         t0 = time.perf_counter()
         n = pre.run(work / "input.jsonl", work / "baseline")
         seconds = time.perf_counter() - t0
     return {"samples": n, "seconds": seconds, "bytes": _disk_bytes(work / "baseline"),
-            "rss_start_mb": mem.start, "peak_mb": mem.peak}
+            "rss_start_mb": res.start, "peak_mb": res.peak, "cpu_seconds": res.cpu_seconds}
 
 
 def phase_pipeline(work: Path, base_model: str, workers: int | None, augment: int, shard_size: int) -> dict:
@@ -193,14 +208,14 @@ def phase_pipeline(work: Path, base_model: str, workers: int | None, augment: in
     store = LocalStore(work / "store")
     cfg = PipelineConfig(base_model=base_model, augment_copies=augment, shard_size=shard_size)
     load_tokenizer(base_model)
-    with PeakMemory() as mem:
+    with Resources() as res:
         t0 = time.perf_counter()
         result = preprocess(store, RUN, cfg, workers=workers)
         seconds = time.perf_counter() - t0
     root = work / "store" / layout.run_root(RUN)
     return {"samples": sum(result["splits"].values()), "seconds": seconds,
-            "bytes": _disk_bytes(root / "plan", root / "processed"), "rss_start_mb": mem.start,
-            "peak_mb": mem.peak, "workers": workers or os.cpu_count()}
+            "bytes": _disk_bytes(root / "plan", root / "processed"), "rss_start_mb": res.start,
+            "peak_mb": res.peak, "cpu_seconds": res.cpu_seconds, "workers": workers or os.cpu_count()}
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -251,15 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     base, ours = best["baseline"], best["pipeline"]
     for name, r in (("baseline", base), ("pipeline", ours)):
         r["samples_per_s"] = r["samples"] / r["seconds"]
+        r["samples_per_cpu_s"] = r["samples"] / max(r["cpu_seconds"], 1e-9)
         workers = f", {r['workers']} workers" if "workers" in r else ""
-        print(f"{name:9s} {r['samples']:6d} samples in {r['seconds']:7.2f} s = {r['samples_per_s']:8.1f} samples/s | "
-              f"peak RSS {r['peak_mb']:.0f} MiB incl. workers (at start {r['rss_start_mb']:.0f}){workers} | "
+        print(f"{name:9s} {r['samples']:6d} samples in {r['seconds']:7.2f} s = {r['samples_per_s']:8.1f} samples/s "
+              f"({r['cpu_seconds']:.1f} CPU-s = {r['samples_per_cpu_s']:.0f} samples/CPU-s) | peak RSS "
+              f"{r['peak_mb']:.0f} MiB incl. workers (at start {r['rss_start_mb']:.0f}){workers} | "
               f"disk {r['bytes'] / 2**20:8.2f} MiB = {r['bytes'] / r['samples']:8.0f} B/sample")
     throughput = ours["samples_per_s"] / base["samples_per_s"]
+    cpu = ours["samples_per_cpu_s"] / base["samples_per_cpu_s"]
     disk = base["bytes"] / ours["bytes"]
+    memory = base["peak_mb"] / ours["peak_mb"]
     if args.json:
         Path(args.json).write_text(json.dumps({"baseline": base, "pipeline": ours, "throughput_ratio": throughput,
-                                               "disk_ratio": disk}, indent=2))
+                                               "cpu_efficiency_ratio": cpu, "disk_ratio": disk,
+                                               "peak_memory_ratio": memory}, indent=2))
+    print(f"per CPU-second: {cpu:.2f}x the baseline; peak memory: baseline/pipeline = {memory:.2f}; "
+          f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     print(f"RESULT throughput_ratio={throughput:.2f} disk_ratio={disk:.2f} samples={n}")
     return 0
 

@@ -7,7 +7,7 @@
     runs/<run>/ingest/report.json            counts (the ``ingest --json`` document)
     runs/<run>/plan/assignment.parquet       split and leakage group of every sample
     runs/<run>/plan/<split>-<i>.parquet      input of one preprocessing shard
-    runs/<run>/processed/<split>/shard-<i>/  records.parquet, graphs.safetensors, tokens.safetensors
+    runs/<run>/processed/<split>/shard-<i>/  records.parquet, graphs.safetensors.zst, tokens.safetensors.zst
     runs/<run>/processed/<split>/dataset.json   what produced the split (tokenizer, vocabulary)
     runs/<run>/processed/manifest.jsonl      {id, split, pair_id, group} per sample
     runs/<run>/processed/dataset_card.{json,md}

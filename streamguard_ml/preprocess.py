@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -101,12 +102,14 @@ def _worker_context() -> Any:
 class GraphWorkers:
     """Graph building in worker processes, started once and shared by every shard of a call.
 
-    All shards' work is queued up front, so the workers never wait while the parent
-    tokenizes and writes a finished shard.  Small jobs (or ``workers <= 1``) run in
-    the parent: starting workers costs more than it saves below a few hundred functions.
+    Chunks of several shards are queued at once, so the workers never wait while the
+    parent tokenizes and writes a finished shard.  Small jobs (or ``workers <= 1``) run
+    in the parent: starting the fork server and workers costs ~0.2 CPU-seconds, more
+    than it saves below ~1,000 functions (measured with benchmarks/preprocess.py) — and
+    in Airflow, task mapping already runs small shards side by side.
     """
 
-    MIN_PARALLEL = 200
+    MIN_PARALLEL = 1000
 
     def __init__(self, workers: int, total: int, progress: Any = None):
         self.workers = workers if total >= self.MIN_PARALLEL else 1
@@ -152,6 +155,10 @@ def _digest(data: bytes, cfg: PipelineConfig) -> str:
     return h.hexdigest()
 
 
+#: Shards whose graphs are queued while the parent finishes one.
+AHEAD = 2
+
+
 @dataclass
 class _ShardInput:
     """One shard read (and, for ``train``, augmented), waiting for its graphs and tokens."""
@@ -192,20 +199,26 @@ def process_shards(store: Store, run: str, shards: Sequence[tuple[str, int]], cf
 
     Shards already processed for their current input are skipped (resumable).  Graphs
     are built in the workers while the parent tokenizes (one batched call per shard)
-    and writes; ``progress`` shows a per-sample bar (the CLI).
+    and writes; the graphs of the next ``AHEAD`` shards are queued meanwhile, so the
+    workers never idle and finished-but-unwritten results stay bounded.  ``progress``
+    shows a per-function bar (the CLI).
     """
     from tqdm.auto import tqdm
 
     read = [_read_shard(store, run, split, index, cfg) for split, index in shards]
-    todo = [r for r in read if isinstance(r, _ShardInput)]
+    todo = deque(r for r in read if isinstance(r, _ShardInput))
     total = sum(len(r.samples) for r in todo)
     results: dict[tuple[str, int], dict[str, Any]] = {(r["split"], i): r for r, (_, i) in zip(read, shards)
                                                       if isinstance(r, dict)}
     bar = tqdm(total=total, desc="graphs", unit=" fn", disable=None if progress else True, leave=False)
     with bar, GraphWorkers(workers or os.cpu_count() or 1, total, bar) as pool:
-        pending = [(r, pool.submit([s.code for s in r.samples])) for r in todo]
+        pending: deque = deque()
         tokenizer = load_tokenizer(cfg.base_model) if todo else None
-        for shard, graphs in pending:
+        while todo or pending:
+            while todo and len(pending) <= AHEAD:
+                shard = todo.popleft()
+                pending.append((shard, pool.submit([s.code for s in shard.samples])))
+            shard, graphs = pending.popleft()
             tokens = encode(tokenizer, [s.code for s in shard.samples])
             results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *graphs(), tokens)
     return [results[(split, index)] for split, index in shards]

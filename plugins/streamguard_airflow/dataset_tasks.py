@@ -15,14 +15,10 @@ from typing import Any
 from airflow.sdk import Asset, get_current_context, task
 
 from . import runtime
+from .training_tasks import _ctx
 
 #: The processed dataset the daily ingestion publishes (a logical name: the data lives in the store).
 PROCESSED_DATASET = Asset(name="streamguard_processed_dataset", uri="streamguard://datasets/processed")
-
-
-def _ctx() -> tuple[Any, Any, str]:
-    context = get_current_context()
-    return runtime.config(context), runtime.store(context), runtime.run_id(context)
 
 
 @task
