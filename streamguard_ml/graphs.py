@@ -23,8 +23,8 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import islice, repeat
 from importlib import resources
+from itertools import islice, repeat
 from typing import Any, Iterable
 
 EDGE_TYPES = ("ast", "cfg", "dfg", "call")
