@@ -1,6 +1,10 @@
 """streamguard_training: ingest → preprocess (mapped over shards) → train GNN and
 transformer in parallel → evaluate against the champion → register → promote.
 
+Scheduled on the dataset ``streamguard_ingestion`` publishes (and triggered by hand
+or by the retraining monitor): the ``dataset`` Param chooses between ingesting the
+run's ``sources`` and adopting the published dataset without re-ingesting.
+
 Declarative only: Params, wiring and schedule.  The work happens in the
 ``streamguard_ml`` library through the thin tasks in ``plugins/streamguard_airflow``;
 nothing heavy (torch, transformers, torch_geometric) is imported at parse time.
@@ -12,6 +16,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task_group
 
+from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
 
@@ -46,6 +51,9 @@ PARAMS = {
                                    description="Export each registered version to SageMaker Model Registry."),
     "serving": Param({}, type="object", description="SageMaker serving overrides: role_arn, image_uri, "
                      "instance_type, instance_count, s3_prefix, endpoint_name, region."),
+    "dataset": Param("auto", enum=["auto", "ingest", "published"],
+                     description="ingest: read `sources`; published: train on the dataset streamguard_ingestion "
+                                 "published; auto: published when the Asset started the run, else ingest."),
 }
 
 
@@ -61,7 +69,7 @@ def model_pipeline(model_type: str, dataset: dict) -> dict:
 
 @dag(
     dag_id="streamguard_training",
-    schedule=None,
+    schedule=d.PROCESSED_DATASET,  # and by hand / by the retraining monitor with a conf
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -71,10 +79,11 @@ def model_pipeline(model_type: str, dataset: dict) -> dict:
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
 )
 def streamguard_training() -> None:
-    ingested = t.ingest()
+    ingested, published = t.ingest(), d.use_published_dataset()
+    d.choose_dataset() >> [ingested, published]
     shards = t.plan_shards(ingested)
     processed = t.preprocess_shard.expand(shard=shards)
-    dataset = t.finalize_dataset(processed)
+    dataset = d.training_dataset(t.finalize_dataset(processed), published)
     results = [model_pipeline.override(group_id=model_type)(model_type, dataset) for model_type in MODEL_TYPES]
     t.report(results)
 

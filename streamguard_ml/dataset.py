@@ -1,44 +1,79 @@
-"""The processed-data format: Parquet records plus safetensors shards of graphs and tokens.
+"""The processed-data format: Parquet records plus compressed safetensors shards of graphs and tokens.
 
 A shard directory holds
 
 * ``records.parquet`` — one row per sample (ids, labels, CWE, pair, group, code, lines);
-* ``graphs.safetensors`` — all program graphs of the shard concatenated, with
+* ``graphs.safetensors.zst`` — all program graphs of the shard concatenated, with
   ``node_ptr`` / ``edge_ptr`` offsets (CSR style);
-* ``tokens.safetensors`` — unpadded token ids and their source lines, with ``tok_ptr``.
+* ``tokens.safetensors.zst`` — unpadded token ids and their source lines, with ``tok_ptr``.
 
-safetensors never unpickles and memory-maps cheaply; Parquet is columnar and
-compressed.  :func:`load_split` reads every shard of a split directory back.
+safetensors never unpickles; the tensor files are zstd-compressed (a standard
+zstd stream: ``zstd -d`` restores plain safetensors) because graph arrays are
+highly redundant — node types, sub-token buckets and line numbers shrink ~10x.
+Parquet is columnar and compressed.  :func:`load_split` reads every shard of a
+split directory back.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .graphs import SUBTOKENS_PER_NODE, ProgramGraph
+from .graphs import SUBTOKENS_PER_NODE, ProgramGraph, build_graph
 from .tokens import EncodedBatch
+
+#: How tensor shards are stored (``.zst``: zstd-compressed safetensors).
+TENSOR_SUFFIX = ".safetensors.zst"
+
 
 def pack_graphs(graphs: Sequence[ProgramGraph]) -> dict[str, np.ndarray]:
     """Concatenate graphs into flat arrays with CSR offsets."""
     node_counts = [g.num_nodes for g in graphs]
     edge_counts = [len(g.edges) for g in graphs]
-    edges = [e for g in graphs for e in g.edges]
+    nodes = sum(node_counts)
+    edges = np.fromiter(chain.from_iterable(chain.from_iterable(g.edges for g in graphs)), np.int32,
+                        3 * sum(edge_counts)).reshape(-1, 3)
+    buckets = np.fromiter(chain.from_iterable(chain.from_iterable(g.token_buckets() for g in graphs)), np.int16,
+                          nodes * SUBTOKENS_PER_NODE)
     return {
-        "node_type": np.fromiter((t for g in graphs for t in g.type_ids()), np.int16, sum(node_counts)),
-        "node_tokens": np.asarray([b for g in graphs for b in g.token_buckets()], np.int16).reshape(-1, SUBTOKENS_PER_NODE),
-        "node_marks": np.fromiter((m for g in graphs for m in g.marks), np.uint8, sum(node_counts)),
-        "node_line": np.fromiter((s for g in graphs for s in g.start_line), np.int32, sum(node_counts)),
-        "node_end_line": np.fromiter((s for g in graphs for s in g.end_line), np.int32, sum(node_counts)),
-        "edge_index": np.asarray([(e[0], e[1]) for e in edges], np.int32).reshape(-1, 2).T.copy(),
-        "edge_type": np.fromiter((e[2] for e in edges), np.uint8, len(edges)),
+        "node_type": np.fromiter(chain.from_iterable(g.type_ids() for g in graphs), np.int16, nodes),
+        "node_tokens": buckets.reshape(-1, SUBTOKENS_PER_NODE),
+        "node_marks": np.fromiter(chain.from_iterable(g.marks for g in graphs), np.uint8, nodes),
+        "node_line": np.fromiter(chain.from_iterable(g.start_line for g in graphs), np.int32, nodes),
+        "node_end_line": np.fromiter(chain.from_iterable(g.end_line for g in graphs), np.int32, nodes),
+        "edge_index": edges[:, :2].T.copy(),
+        "edge_type": edges[:, 2].astype(np.uint8),
         "node_ptr": np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64),
         "edge_ptr": np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
     }
+
+
+def graph_arrays(codes: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str | None]]:
+    """Build and pack the graphs of many functions (a worker process's unit of work).
+
+    Returns the packed graphs of the functions that succeeded and, per input, None or
+    the error that made it fail (pathological nesting etc.) — errors are returned, not
+    raised, so one bad function never loses the others.  Packing happens here, in the
+    worker, so only compact arrays travel back to the parent.
+    """
+    graphs, errors = [], []
+    for code in codes:
+        try:
+            graphs.append(build_graph(code))
+            errors.append(None)
+        except (RecursionError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return pack_graphs(graphs), errors
+
+
+def concat_graphs(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Packed graph chunks → one packed set (offsets shifted; edge ids stay graph-local)."""
+    return _concat(list(parts), {"node_ptr": "node_type", "edge_ptr": "edge_type"}, {"edge_index"})
 
 
 def pack_tokens(batch: EncodedBatch) -> dict[str, np.ndarray]:
@@ -51,15 +86,21 @@ def pack_tokens(batch: EncodedBatch) -> dict[str, np.ndarray]:
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str] | None = None) -> None:
-    from safetensors.numpy import save_file
+    """safetensors; zstd-compressed when ``path`` ends in ``.zst``."""
+    import pyarrow as pa
+    from safetensors.numpy import save
 
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata=meta)
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
+    with pa.output_stream(str(path), compression="zstd" if str(path).endswith(".zst") else None) as out:
+        out.write(data)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+    import pyarrow as pa
+    from safetensors.numpy import load
 
-    return load_file(str(path))
+    with pa.input_stream(str(path), compression="zstd" if str(path).endswith(".zst") else None) as src:
+        return load(src.read())
 
 
 @dataclass
@@ -121,9 +162,8 @@ def load_split(directory: str | Path) -> SplitData:
     if not shards:
         raise FileNotFoundError(f"{directory} holds no processed shards: run preprocess first")
     records = pd.concat([pd.read_parquet(s / "records.parquet") for s in shards], ignore_index=True)
-    graphs = _concat([load_arrays(s / "graphs.safetensors") for s in shards],
-                     {"node_ptr": "node_type", "edge_ptr": "edge_type"}, {"edge_index"})
-    tokens = _concat([load_arrays(s / "tokens.safetensors") for s in shards], {"tok_ptr": "input_ids"}, set())
+    graphs = concat_graphs([load_arrays(s / f"graphs{TENSOR_SUFFIX}") for s in shards])
+    tokens = _concat([load_arrays(s / f"tokens{TENSOR_SUFFIX}") for s in shards], {"tok_ptr": "input_ids"}, set())
     meta_path = directory / "dataset.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     return SplitData(records, graphs, tokens, meta)

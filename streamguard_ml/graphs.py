@@ -24,6 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from itertools import islice, repeat
 from typing import Any, Iterable
 
 EDGE_TYPES = ("ast", "cfg", "dfg", "call")
@@ -80,13 +81,20 @@ def first_error_line(code: str) -> int | None:
     return root.start_point[0] + 1
 
 
+@lru_cache(maxsize=1 << 18)
 def stable_bucket(token: str) -> int:
     return zlib.crc32(token.encode()) % (SUBTOKEN_BUCKETS - 1) + 1
 
 
 def subtokens(text: str) -> list[str]:
     """``getUserName`` / ``get_user_name`` → ``get user name``; punctuation kept as tokens."""
-    return [t.lower() for t in _SPLIT.findall(text)][:SUBTOKENS_PER_NODE]
+    return list(_subtokens(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _subtokens(text: str) -> tuple[str, ...]:
+    """Cached: identifiers and literals recur across functions."""
+    return tuple(m.group().lower() for m in islice(_SPLIT.finditer(text), SUBTOKENS_PER_NODE))
 
 
 @dataclass
@@ -141,6 +149,34 @@ def _call_matches(pattern: str, callee: str) -> bool:
     return callee == pattern or callee.endswith("." + pattern)
 
 
+_RULE_KINDS = (("sources", "source"), ("sinks", "sink"), ("sanitizers", "sanitizer"))
+
+
+@lru_cache(maxsize=1 << 16)
+def _call_rules(callee: str) -> tuple[tuple[str, dict], ...]:
+    """(mark, rule) for every call rule whose pattern matches ``callee``.
+
+    Cached: the same callees (``cursor.execute``, ``logger.info``) recur in almost
+    every function, and matching each call against the whole rule table was the
+    most expensive step of graph building.
+    """
+    rules = taint_rules()
+    return tuple((mark, rule) for kind, mark in _RULE_KINDS for rule in rules[kind]
+                 if "call" in rule and _call_matches(rule["call"], callee))
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_source_attribute(name: str) -> bool:
+    return any(name == a or name.endswith("." + a) for a in
+               (r["attribute"] for r in taint_rules()["sources"] if "attribute" in r))
+
+
+#: Node types that carry sub-tokens (every other node has none).
+_TOKEN_TYPES = frozenset({"identifier", "integer", "float", "true", "false", "none", "type_conversion", "string",
+                          "binary_operator", "comparison_operator", "boolean_operator", "augmented_assignment",
+                          "unary_operator"})
+
+
 class _Builder:
     """One pass over the tree collects nodes; later passes add flow edges and marks."""
 
@@ -153,24 +189,30 @@ class _Builder:
     # -- nodes and AST edges -------------------------------------------------
     def collect(self, root: Any) -> None:
         stack: list[tuple[Any, int]] = [(root, -1)]
+        edges, ast = self.g.edges, EDGE_ID["ast"]
         while stack:
             node, parent = stack.pop()
-            if node.type in SKIPPED_TYPES:
+            t = node.type
+            if t in SKIPPED_TYPES:
                 continue
-            i = self._add_node(node)
+            i = self._add_node(node, t)
             if parent >= 0:
-                self.g.edges.append((parent, i, EDGE_ID["ast"]))
-            stack.extend((c, i) for c in reversed(node.named_children))
+                edges.append((parent, i, ast))
+            children = node.named_children
+            if children:
+                children.reverse()
+                stack.extend(zip(children, repeat(i)))
 
-    def _add_node(self, node: Any) -> int:
+    def _add_node(self, node: Any, t: str | None = None) -> int:
+        t = t or node.type
         i = len(self.nodes)
         self.index[node.id] = i
         self.nodes.append(node)
         g = self.g
-        g.types.append(node.type)
+        g.types.append(t)
         g.start_line.append(node.start_point[0] + 1)
         g.end_line.append(node.end_point[0] + 1)
-        g.tokens.append(self._tokens(node))
+        g.tokens.append(self._tokens(node) if t in _TOKEN_TYPES else [])
         g.marks.append(0)
         return i
 
@@ -197,15 +239,14 @@ class _Builder:
     # -- marks and call edges --------------------------------------------------
     def mark_and_link_calls(self) -> None:
         rules = taint_rules()
-        source_attrs = [r["attribute"] for r in rules["sources"] if "attribute" in r]
-        for i, node in enumerate(self.nodes):
-            if node.type == "call":
+        for i, (node, t) in enumerate(zip(self.nodes, self.g.types)):
+            if t == "call":
                 self._mark_call(i, node, rules)
-            elif node.type in ("attribute", "subscript"):
-                name = dotted(node) if node.type == "attribute" else None
-                if name and any(name == a or name.endswith("." + a) for a in source_attrs):
+            elif t in ("attribute", "subscript"):
+                name = dotted(node) if t == "attribute" else None
+                if name and _is_source_attribute(name):
                     self.g.marks[i] |= MARK_BIT["source"]
-            elif node.type == "parameters" and any(r.get("parameters") for r in rules["sources"]):
+            elif t == "parameters" and any(r.get("parameters") for r in rules["sources"]):
                 for p in node.named_children:
                     ident = p if p.type == "identifier" else p.child_by_field_name("name") or (
                         p.named_children[0] if p.named_children else None)
@@ -219,20 +260,18 @@ class _Builder:
         if args is not None:
             for a in arg_nodes:
                 self.edge(a.child_by_field_name("value") or a if a.type == "keyword_argument" else a, node, "call")
-        if not callee:
+        matching = _call_rules(callee) if callee else ()
+        if not matching:
             return
         positional = sum(1 for a in arg_nodes if a.type != "keyword_argument")
         keywords = {a.text.decode("utf-8", "replace").replace(" ", "") for a in arg_nodes
                     if a.type == "keyword_argument"}
-        for kind in ("sources", "sinks", "sanitizers"):
-            for rule in rules[kind]:
-                if "call" not in rule or not _call_matches(rule["call"], callee):
-                    continue
-                if rule.get("keyword") and rule["keyword"] not in keywords:
-                    continue
-                if positional < rule.get("min_args", 0):
-                    continue
-                self.g.marks[i] |= MARK_BIT[{"sources": "source", "sinks": "sink", "sanitizers": "sanitizer"}[kind]]
+        for mark, rule in matching:
+            if rule.get("keyword") and rule["keyword"] not in keywords:
+                continue
+            if positional < rule.get("min_args", 0):
+                continue
+            self.g.marks[i] |= MARK_BIT[mark]
 
     # -- control flow ------------------------------------------------------------
     def statements(self, block: Any) -> list[Any]:

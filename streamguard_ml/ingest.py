@@ -12,7 +12,8 @@ from .config import QualityLimits
 from .graphs import first_error_line
 from .quality import deduplicate, normalise
 from .records import Reason, Rejected, Sample
-from .sources import read_source
+from .sources import load_advisories, read_source, split_specs
+from .sources.advisories import AdvisoryIndex
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,12 @@ class DatasetError(ValueError):
     """The data cannot train a classifier; the message says what to fix."""
 
 
-def read_all(sources: Sequence[str], limits: QualityLimits) -> tuple[list[Sample], list[Rejected], Counter]:
-    """Read and validate every source; returns (samples, rejected, per-source input counts)."""
+def read_all(sources: Sequence[str], limits: QualityLimits,
+             advisories: AdvisoryIndex | None = None) -> tuple[list[Sample], list[Rejected], Counter]:
+    """Read and validate every sample source, joining advisory metadata onto each record.
+
+    Returns (samples, rejected, per-source input counts).
+    """
     samples: list[Sample] = []
     rejected: list[Rejected] = []
     per_source: Counter = Counter()
@@ -33,9 +38,23 @@ def read_all(sources: Sequence[str], limits: QualityLimits) -> tuple[list[Sample
             if isinstance(item, Rejected):
                 rejected.append(item)
                 continue
+            if advisories is not None:
+                item = advisories.enrich(item)
             for out in normalise(item, limits):
                 (rejected if isinstance(out, Rejected) else samples).append(out)
     return samples, rejected, per_source
+
+
+def collect(sources: Sequence[str], limits: QualityLimits) -> tuple[list[Sample], list[Rejected], Counter, dict]:
+    """Every source read, validated and parse-checked (not yet de-duplicated).
+
+    Returns (samples, rejected, per-source input counts, advisory summary).
+    """
+    sample_specs, metadata_specs = split_specs(sources)
+    advisories = load_advisories(metadata_specs)
+    samples, rejected, per_source = read_all(sample_specs, limits, advisories)
+    samples, unparseable = drop_unparseable(samples)
+    return samples, rejected + unparseable, per_source, advisories.summary()
 
 
 def drop_unparseable(samples: Iterable[Sample]) -> tuple[list[Sample], list[Rejected]]:
@@ -65,11 +84,16 @@ def check_trainable(samples: Sequence[Sample], where: str) -> None:
 
 def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits | None = None) -> dict:
     """Read sources into ``runs/<run>/ingest/``; returns the ``ingest --json`` report."""
-    limits = limits or QualityLimits()
-    samples, rejected, per_source = read_all(sources, limits)
-    samples, unparseable = drop_unparseable(samples)
+    samples, rejected, per_source, advisories = collect(sources, limits or QualityLimits())
     samples, duplicates, dup_counts = deduplicate(samples)
-    rejected += unparseable + duplicates
+    return write_ingested(store, run, sources, samples, rejected + duplicates, per_source, dup_counts,
+                          {"advisories": advisories})
+
+
+def write_ingested(store: Store, run: str, sources: Sequence[str], samples: Sequence[Sample],
+                   rejected: Sequence[Rejected], per_source: Counter, dup_counts: Counter,
+                   extra: dict | None = None) -> dict:
+    """Accepted samples, quarantine and report of a run; stops when the data cannot train a classifier."""
     write_samples(store, layout.ingested(run), samples)
     store.write_jsonl(layout.quarantine(run), (r.to_dict() for r in rejected))
     reasons = Counter(r.reason for r in rejected)
@@ -84,6 +108,7 @@ def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits
         "duplicates_removed": dup_counts.get(Reason.DUPLICATE, 0) + dup_counts.get(Reason.NEAR_DUPLICATE, 0),
         "labels": {str(k): v for k, v in sorted(Counter(s.label for s in samples).items())},
         "samples_uri": store.uri(layout.ingested(run)),
+        **(extra or {}),
     }
     store.write_json(layout.ingest_report(run), report)
     log.info("ingest %s: accepted=%d quarantined=%d reasons=%s", report["run"], len(samples),
@@ -93,6 +118,12 @@ def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits
 
 
 def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict[str, list] | None = None) -> str:
+    store.write_bytes(key, samples_parquet(samples, extra))
+    return store.uri(key)
+
+
+def samples_parquet(samples: Sequence[Sample], extra: dict[str, list] | None = None) -> bytes:
+    """Samples (plus extra columns) as zstd-compressed Parquet bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -102,8 +133,7 @@ def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict
     table = pa.table(columns, schema=_schema(columns))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    store.write_bytes(key, buf.getvalue())
-    return store.uri(key)
+    return buf.getvalue()
 
 
 def _schema(columns: dict[str, list]) -> "object":

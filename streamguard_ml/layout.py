@@ -7,13 +7,16 @@
     runs/<run>/ingest/report.json            counts (the ``ingest --json`` document)
     runs/<run>/plan/assignment.parquet       split and leakage group of every sample
     runs/<run>/plan/<split>-<i>.parquet      input of one preprocessing shard
-    runs/<run>/processed/<split>/shard-<i>/  records.parquet, graphs.safetensors, tokens.safetensors
+    runs/<run>/processed/<split>/shard-<i>/  records.parquet, graphs.safetensors.zst, tokens.safetensors.zst
     runs/<run>/processed/<split>/dataset.json   what produced the split (tokenizer, vocabulary)
     runs/<run>/processed/manifest.jsonl      {id, split, pair_id, group} per sample
     runs/<run>/processed/dataset_card.{json,md}
     runs/<run>/models/<model_type>/model.tar.gz
     runs/<run>/eval/<model_type>/...         metrics, predictions, comparison with the champion
     registry/...                             see registry.py
+    ingestion/corpus.parquet                 every sample the daily ingestion has accepted so far
+    datasets/latest.json                     the processed dataset published last (see publication.py)
+    datasets/published/<run>.json            one record per publication
     feedback/date=YYYY-MM-DD/...             see feedback.py
 """
 
@@ -90,3 +93,15 @@ def model_archive(run: str, model_type: str) -> str:
 
 def eval_dir(run: str, model_type: str) -> str:
     return f"{run_root(run)}/eval/{model_type}"
+
+
+def corpus() -> str:
+    return "ingestion/corpus.parquet"
+
+
+def latest_dataset() -> str:
+    return "datasets/latest.json"
+
+
+def publication(run: str) -> str:
+    return f"datasets/published/{run_key(run)}.json"

@@ -44,6 +44,29 @@ def finalize_step(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]
     return finalize(store, run, cfg)
 
 
+def ingest_new_step(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """Incremental ingestion (the daily DAG): only what earlier runs have not taken in."""
+    from .incremental import ingest_new
+
+    return ingest_new(store, run, cfg.sources, cfg.limits)
+
+
+def publish_step(store: Store, run: str, dataset: dict[str, Any]) -> dict[str, Any]:
+    from .publication import publish
+
+    return publish(store, run, dataset)
+
+
+def adopt_step(store: Store, run: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``run`` on a published dataset (``record``, else the latest publication)."""
+    from .publication import adopt, latest
+
+    record = record or latest(store)
+    log.info("run %s trains on the dataset published by run %s (content %s)", layout.run_key(run),
+             record["run"], record["content_hash"][:12])
+    return adopt(store, run, record)
+
+
 def champion_artifact(store: Store, model_type: str) -> dict[str, Any] | None:
     """The deployed version to fine-tune from (``{"version", "artifact_uri"}``), if any."""
     from .registry import Registry

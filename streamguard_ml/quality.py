@@ -76,6 +76,7 @@ def normalise(rec: dict, limits: QualityLimits) -> list[Sample | Rejected]:
         pair_id=rec.get("pair_id") and str(rec["pair_id"]),
         vulnerable_lines=[int(x) for x in rec.get("vulnerable_lines") or []],
         origin=rec.get("origin"), group=rec.get("group") and str(rec["group"]), source_ref=source_ref,
+        cve=rec.get("cve") and str(rec["cve"]), severity=rec.get("severity") and str(rec["severity"]),
     )
     out: list[Sample | Rejected] = [sample]
     if rec.get("counterfactual"):
@@ -116,6 +117,11 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def fingerprint(code: str) -> str:
+    """What makes two samples the same code: the digest of :func:`normalised_code`."""
+    return _digest(normalised_code(code))
+
+
 def deduplicate(samples: Iterable[Sample]) -> tuple[list[Sample], list[Rejected], Counter]:
     """Keep the first of each code; quarantine duplicates and label conflicts.
 
@@ -125,7 +131,7 @@ def deduplicate(samples: Iterable[Sample]) -> tuple[list[Sample], list[Rejected]
     samples = list(samples)
     by_norm: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
-        by_norm[_digest(normalised_code(s.code))].append(s)
+        by_norm[fingerprint(s.code)].append(s)
     kept: list[Sample] = []
     rejected: list[Rejected] = []
     counts: Counter = Counter()

@@ -58,13 +58,15 @@ class Sample:
     origin: str | None = None
     group: str | None = None
     source_ref: str = ""
+    cve: str | None = None
+    severity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "Sample":
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = cls.__dataclass_fields__  # not dataclasses.fields(): this runs once per sample read
         values = {k: v for k, v in row.items() if k in names}
         values["vulnerable_lines"] = [int(x) for x in (values.get("vulnerable_lines") or [])]
         return cls(**values)

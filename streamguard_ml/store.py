@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -99,6 +100,17 @@ class Store(ABC):
             self.download_file(key, directory / key[len(prefix) + 1 :])
         return directory
 
+    def copy_prefix(self, source: str, target: str) -> list[str]:
+        """Copy every key under ``source`` to the same relative key under ``target``."""
+        source, target = safe_key(source), safe_key(target)
+        keys = self.list(source)
+        for key in keys:
+            self.copy_key(key, f"{target}/{key[len(source) + 1 :]}")
+        return keys
+
+    def copy_key(self, source: str, target: str) -> None:
+        self.write_bytes(target, self.read_bytes(source))
+
     @contextlib.contextmanager
     def local_dir(self, prefix: str) -> Iterator[Path]:
         """A local directory holding ``prefix`` for code that needs real paths."""
@@ -174,6 +186,9 @@ class LocalStore(Store):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
         return str(target)
+
+    def copy_key(self, source: str, target: str) -> None:
+        self.upload_file(self._p(source), target)
 
     def exists(self, key: str) -> bool:
         return self._p(key).exists()
@@ -306,6 +321,14 @@ class S3Store(Store):
         for k in self.list(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._k(k))
 
+    def copy_key(self, source: str, target: str) -> None:
+        """Server-side copy: the bytes never leave S3."""
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._k(target),
+                                    CopySource={"Bucket": self.bucket, "Key": self._k(source)})
+        except Exception as exc:
+            raise self._error(exc, source) from exc
+
     def _conditional_put(self, key: str, data: bytes, **cond: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -350,12 +373,66 @@ def open_store(root: str | None = None) -> Store:
     return LocalStore(root)
 
 
+def _bucket_store(uri: str) -> tuple[S3Store, str]:
+    """The bucket-level store of an ``s3://`` URI and the key inside it."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return S3Store(f"s3://{bucket}", client=_s3_client(os.environ.get("AWS_ENDPOINT_URL", ""))), key.strip("/")
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint: str) -> Any:
+    """One boto3 client per endpoint: creating a client costs ~50 ms, sources read many files."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint or None)
+
+
 def read_uri_bytes(uri: str) -> bytes:
     """Read one object addressed by a full URI or local path (used for sources)."""
     if uri.startswith("s3://"):
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        return S3Store(f"s3://{bucket}").read_bytes(key)
+        store, key = _bucket_store(uri)
+        return store.read_bytes(key)
     path = Path(uri.removeprefix("file://")).expanduser()
     if not path.exists():
         raise StoreError(f"{uri} does not exist: check the path")
     return path.read_bytes()
+
+
+def list_uris(uri: str, suffixes: tuple[str, ...]) -> list[str]:
+    """A file, or every file ending in ``suffixes`` below a local directory or ``s3://`` prefix (sorted).
+
+    Sources name either one file or a folder of them; both work the same locally and on S3.
+    """
+    if uri.startswith("s3://"):
+        store, key = _bucket_store(uri)
+        keys = store.list(key)
+        if keys == [key]:
+            return [uri]
+        found = [store.uri(k) for k in keys if k.endswith(suffixes)]
+        if not found:
+            raise StoreError(f"{uri} holds no {'/'.join(suffixes)} files: check the bucket and prefix")
+        return found
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise StoreError(f"{uri} does not exist: check the path")
+    found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    if not found:
+        raise StoreError(f"{uri} holds no {'/'.join(suffixes)} files: point at a file or a folder of them")
+    return found
+
+
+@contextlib.contextmanager
+def local_file(uri: str) -> Iterator[Path]:
+    """A local path for a source that needs a real file (e.g. SQLite); ``s3://`` objects are downloaded."""
+    if not uri.startswith("s3://"):
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_file():
+            raise StoreError(f"{uri} does not exist: check the path")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="sg-src-") as tmp:
+        target = Path(tmp) / PurePosixPath(uri).name
+        target.write_bytes(read_uri_bytes(uri))
+        yield target

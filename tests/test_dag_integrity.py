@@ -33,7 +33,7 @@ def test_training_dag_tasks_and_dependencies(dagbag):
         assert {f"{model}.train_local", f"{model}.evaluate", f"{model}.register", f"{model}.promote"} <= ids
         assert dag.get_task(f"{model}.evaluate").upstream_task_ids >= {f"{model}.train_local"}
         assert f"{model}.evaluate" in dag.get_task(f"{model}.register").upstream_task_ids
-        assert "finalize_dataset" in dag.get_task(f"{model}.train_local").upstream_task_ids
+        assert "training_dataset" in dag.get_task(f"{model}.train_local").upstream_task_ids
     assert dag.get_task("plan_shards").upstream_task_ids == {"ingest"}
     assert dag.get_task("preprocess_shard").upstream_task_ids == {"plan_shards"}
     assert dag.get_task("finalize_dataset").upstream_task_ids == {"preprocess_shard"}

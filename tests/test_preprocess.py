@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,48 @@ def test_preprocess_is_reproducible(tiny_base_model, tmp_path):
         ingest(store, "r", cfg.sources)
         hashes.append(preprocess(store, "r", cfg)["content_hash"])
     assert hashes[0] == hashes[1]
+
+
+def test_worker_processes_build_exactly_what_the_parent_builds(monkeypatch):
+    """The parallel path (a fork server's workers, chunks across shards) is not a different pipeline."""
+    from streamguard_ml.dataset import graph_arrays
+    from streamguard_ml.preprocess import GraphWorkers
+    from streamguard_ml.sources.synthetic import generate_records
+
+    codes = [r["code"] for r in generate_records(60, seed=11)]
+    codes.insert(7, "x = a" + ".b" * 5000 + "\n")  # attribute chain deeper than Python's recursion limit
+    monkeypatch.setattr(GraphWorkers, "MIN_PARALLEL", 0)
+    with GraphWorkers(2, len(codes)) as pool:
+        assert pool.pool is not None and pool.chunk < len(codes)
+        first, second = pool.submit(codes[:30]), pool.submit(codes[30:])
+        parallel = [first(), second()]
+    alone, errors = graph_arrays(codes[:30])
+    assert errors[7] and errors[7].startswith("RecursionError") and parallel[0][1] == errors
+    for key, value in alone.items():
+        assert (parallel[0][0][key] == value).all(), key
+    assert parallel[1][0]["node_ptr"][-1] == graph_arrays(codes[30:])[0]["node_ptr"][-1]
+
+
+def test_a_function_whose_graph_fails_is_quarantined_not_lost(store, tiny_base_model, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    rows = [{"id": "deep", "label": 1, "code": "x = a" + ".b" * 5000 + "\n"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = PipelineConfig(sources=(f"jsonl:{path}", "synthetic:90"), base_model=tiny_base_model, shard_size=400)
+    ingest(store, "deep", cfg.sources)
+    result = preprocess(store, "deep", cfg)
+    card = store.read_json(layout.dataset_card("deep", "json"))
+    assert card["quarantine"]["reasons"].get("graph_error") == 1 and result["quarantined"] >= 1
+    assert "deep" not in {r["id"] for r in store.read_jsonl(layout.manifest("deep"))}
+
+
+def test_tensor_shards_are_compressed_safetensors(processed_run):
+    import pyarrow as pa
+    from safetensors.numpy import load
+
+    store, run, _, _ = processed_run
+    shard = store.uri(layout.shard_dir(run, "train", 0))
+    packed = (Path(shard) / "graphs.safetensors.zst").read_bytes()
+    with pa.input_stream(pa.BufferReader(packed), compression="zstd") as src:
+        arrays = load(src.read())  # a standard zstd stream around plain safetensors
+    assert len(packed) * 3 < sum(a.nbytes for a in arrays.values())
+    assert {"node_type", "node_tokens", "edge_index", "node_ptr"} <= set(arrays)

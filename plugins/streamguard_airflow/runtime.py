@@ -48,3 +48,28 @@ def run_id(context: dict[str, Any]) -> str:
 def _route_logs() -> None:
     """Library progress lines at INFO end up in the task log."""
     logging.getLogger("streamguard_ml").setLevel(logging.INFO)
+
+
+DATASET_MODES = ("auto", "ingest", "published")
+
+
+def dataset_mode(context: dict[str, Any]) -> str:
+    """``ingest`` or ``published``: the ``dataset`` Param, where ``auto`` follows how the run started —
+    a run started by the published-dataset Asset trains on it, any other run ingests its sources."""
+    choice = (context.get("params") or {}).get("dataset") or "auto"
+    if choice not in DATASET_MODES:
+        raise ValueError(f"dataset={choice!r}: use one of {DATASET_MODES}")
+    if choice != "auto":
+        return choice
+    run_type = getattr(context.get("dag_run"), "run_type", "")
+    return "published" if getattr(run_type, "value", run_type) == "asset_triggered" else "ingest"
+
+
+def triggering_publication(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The publication record carried by the newest Asset event that started this run, if any."""
+    events = context.get("triggering_asset_events") or {}
+    for asset in events:
+        for event in reversed(list(events[asset])):
+            if (event.extra or {}).get("content_hash"):
+                return dict(event.extra)
+    return None

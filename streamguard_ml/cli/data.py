@@ -11,7 +11,8 @@ from . import UsageError, common, emit, store_of
 def register(sub: argparse._SubParsersAction) -> None:
     p = common(sub.add_parser("ingest", help="read raw samples into a run (validation, dedup, quarantine)"))
     p.add_argument("--source", action="append", required=True, metavar="KIND:PATH",
-                   help="jsonl:FILE, sven:FILE|DIR, synthetic:COUNT (repeatable); local paths or s3://")
+                   help="jsonl:FILE|DIR, sven:FILE|DIR, cvefixes:DB.sqlite, osv:DIR / ghsa:FILE (advisory "
+                        "metadata), synthetic:COUNT (repeatable); local paths or s3://")
     p.add_argument("--out", required=True, metavar="RUN", help="run name")
     p.set_defaults(func=cmd_ingest)
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--augment-copies", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="graph-building processes (default: CPU count)")
     p.set_defaults(func=cmd_preprocess)
 
     p = common(sub.add_parser("graph", help="print the program graph the GNN sees for a Python file"))
@@ -56,7 +58,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     store = store_of(args)
     if not store.exists(layout.ingested(args.run)):
         raise UsageError(f"run {args.run!r} has no ingested samples in {store.root}: run `streamguard-ml ingest` first")
-    result = preprocess(store, args.run, config_from(args))
+    result = preprocess(store, args.run, config_from(args), workers=args.workers)
 
     def human(r: dict) -> None:
         print(f"run {r['run']}: {r['splits']}\nmanifest: {r['manifest']}\ndataset card: {r['dataset_card']}")

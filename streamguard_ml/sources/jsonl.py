@@ -13,7 +13,7 @@ import json
 from typing import Iterator
 
 from ..records import Reason, Rejected
-from ..store import read_uri_bytes
+from ..store import list_uris, read_uri_bytes
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -54,9 +54,11 @@ def canonical(obj: dict) -> dict:
 
 
 def read_jsonl(path: str) -> Iterator[dict | Rejected]:
-    for number, raw in iter_lines(path):
-        item = decode_json_line(path, number, raw)
-        if isinstance(item, dict):
-            item = canonical(item)
-            item["_source"], item["_line"] = path, number
-        yield item
+    """One JSONL file, or every ``*.jsonl`` / ``*.jsonl.gz`` below a folder or ``s3://`` prefix."""
+    for file in list_uris(path, (".jsonl", ".jsonl.gz")):
+        for number, raw in iter_lines(file):
+            item = decode_json_line(file, number, raw)
+            if isinstance(item, dict):
+                item = canonical(item)
+                item["_source"], item["_line"] = file, number
+            yield item

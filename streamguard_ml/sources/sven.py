@@ -8,10 +8,10 @@ repository straddles train and test.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 from ..records import Reason, Rejected, cwe_of, stable_id
+from ..store import list_uris
 from .jsonl import decode_json_line, iter_lines
 
 REQUIRED = ("func_src_before", "func_src_after")
@@ -36,6 +36,7 @@ def pair_records(obj: dict, source: str, line: int) -> list[dict]:
         "pair_id": pair_id,
         "source": "sven",
         "group": repository_of(commit) or f"commit:{commit}",
+        "commit": commit or None,
         "_source": source,
         "_line": line,
     }
@@ -46,16 +47,9 @@ def pair_records(obj: dict, source: str, line: int) -> list[dict]:
     return [vulnerable, fixed]
 
 
-def sven_paths(path: str) -> list[str]:
-    """A file, or every ``*.jsonl`` in a local directory."""
-    p = Path(path)
-    if not path.startswith("s3://") and p.is_dir():
-        return [str(f) for f in sorted(p.glob("*.jsonl"))]
-    return [path]
-
-
 def read_sven(path: str) -> Iterator[dict | Rejected]:
-    for file in sven_paths(path):
+    """A SVEN file, or every ``*.jsonl`` below a folder or ``s3://`` prefix."""
+    for file in list_uris(path, (".jsonl", ".jsonl.gz")):
         for number, raw in iter_lines(file):
             obj = decode_json_line(file, number, raw)
             if isinstance(obj, Rejected):

