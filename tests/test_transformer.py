@@ -221,6 +221,39 @@ def test_loading_and_scoring_never_unpickle(archive, monkeypatch):
     assert 0 <= scores.prob[0] <= 1 and scores.anomaly is not None
 
 
+def test_evaluation_reports_anomaly_and_line_localisation(archive, processed_run, tmp_path):
+    from streamguard_ml.evaluate import evaluate_model
+
+    store, run, _, _ = processed_run
+    metrics = evaluate_model(store, run, "transformer", str(archive), tmp_path, name="issue5", explain_samples=3)
+    assert metrics["localisation_samples"] == 3  # vulnerable samples whose fixed lines are known
+    assert 0 <= metrics["localisation_top1"] <= metrics["localisation_top3"] <= 1
+    assert metrics["ig_completeness_held"] == 1.0
+    assert 0 < metrics["anomaly_mean"] < 1 and 0 <= metrics["anomalous_share"] <= 0.1
+
+
+def test_predict_flags_code_unlike_the_training_data(archive, processed_run, tmp_path, capsys):
+    import json
+
+    from streamguard_ml.cli import main
+    from streamguard_ml.dataset import load_split
+    from streamguard_ml.registry import Registry
+
+    store, run, _, _ = processed_run
+    test_codes = load_split(store.uri(layout.split_dir(run, "test"))).records["code"].tolist()[:6]
+    mv = Registry(store).register("sql-intent-transformer", str(archive), {"accuracy": 0.5})
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"code-{i}", "code": c}) + "\n" for i, c in enumerate(test_codes))
+                   + json.dumps({"id": "prose", "code": OUT_OF_DISTRIBUTION[0]}) + "\n")
+    assert main(["predict", "--model", "transformer", "--model-version", str(mv.version), "--input", str(inp),
+                 "--output", str(out), "--store", store.root, "--json"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    code, prose = rows[:-1], rows[-1]
+    assert prose["id"] == "prose" and prose["anomalous"] is True
+    assert sum(r["anomalous"] for r in code) <= 1 and all(0 <= r["anomaly"] <= 1 for r in code)
+    assert prose["anomaly"] > max(r["anomaly"] for r in code if not r["anomalous"])
+
+
 # -- training: resume exactly, the /opt/ml/checkpoints convention, accumulation ------------------
 
 @pytest.fixture
