@@ -100,10 +100,10 @@ def time_training(kind: Any, model: Any, modes: dict[str, list[Any]], device: An
     """
     import torch
 
-    from streamguard_ml.train import optimizer_step, warmup_linear
+    from streamguard_ml.train import adamw, optimizer_step, warmup_linear
 
     rounds = max(len(b) for b in modes.values())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    optimizer = adamw(model, 5e-5, 0.01)
     scheduler = warmup_linear(optimizer, 0, (rounds + 1) * len(modes))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))

@@ -275,7 +275,7 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
 
     steps_per_epoch = math.ceil(math.ceil(len(train) / args.batch_size) / args.grad_accum)
     total = max(1, steps_per_epoch * args.epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = adamw(model, args.learning_rate, args.weight_decay)
     scheduler = warmup_linear(optimizer, int(args.warmup_ratio * total), total)
     ckpt = Checkpointer(args.checkpoint_dir, args.model_type)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "stale": 0}
@@ -327,11 +327,22 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
     return state["history"]
 
 
+def adamw(model: Any, learning_rate: float, weight_decay: float) -> Any:
+    """AdamW with the fused kernel: one pass over all parameters per step.
+
+    On CPU the default per-tensor implementation costs seconds per step for a
+    22 M-parameter encoder, more than the forward and backward of a short batch.
+    """
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=True)
+
+
 def optimizer_step(model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float) -> None:
     """Clip, step the optimizer and the learning-rate schedule, clear the gradients."""
     import torch
 
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad()
