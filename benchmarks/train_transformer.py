@@ -1,8 +1,9 @@
 """Transformer training throughput: dynamic padding + length bucketing vs fixed padding to 512.
 
 One run, one model, the same samples: a random set of functions is trained on
-(forward, backward, clipping, AdamW step — the step of ``streamguard_ml.train``)
-three ways, and each is timed:
+(forward, backward, clipping, fused AdamW step — the step of ``streamguard_ml.train``)
+in two ways (three with ``--unbucketed``), their steps interleaved so that load
+from other processes slows every mode alike:
 
 * ``dynamic+bucketing`` — what training does: batches of similar length
   (``bucketed_batches``), each padded only to its longest window;
@@ -14,7 +15,7 @@ three ways, and each is timed:
 
 The padding of a whole epoch is also counted exactly (token slots per mode).
 
-Then inference (no gradients, bucketed) is timed on more samples.  The data is
+Then inference (no gradients, bucketed, batch 32) is timed.  The data is
 the SVEN training pairs when ``/work/shared/datasets/sven-train`` exists, else
 built-in synthetic functions (``--source`` picks another).  The last line is::
 
@@ -22,7 +23,7 @@ built-in synthetic functions (``--source`` picks another).  The last line is::
 
 where ``train_speedup`` is dynamic+bucketing samples/s over fixed-512 samples/s.
 
-Usage: ``.venv/bin/python benchmarks/train_transformer.py [--batches 6] [--source KIND:PATH]``
+Usage: ``.venv/bin/python benchmarks/train_transformer.py [--batches 8] [--source KIND:PATH]``
 """
 
 from __future__ import annotations
