@@ -93,7 +93,9 @@ def test_a_window_longer_than_the_encoder_is_a_clear_error(tiny_base_model):
 # -- s3:// base model over moto's HTTP server ---------------------------------------------------
 
 @pytest.fixture
-def s3_server(monkeypatch):
+def aws_env(monkeypatch):
+    """moto's S3 server on 127.0.0.1 (real HTTP) with dummy credentials; same contract as main's
+    conftest ``aws_env`` (this module's copy can go once both branches meet)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -102,12 +104,11 @@ def s3_server(monkeypatch):
     for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield server
+    yield f"http://{host}:{port}"
     server.stop()
 
 
-def test_base_model_from_s3(tiny_base_model, s3_server, tmp_path, monkeypatch):
+def test_base_model_from_s3(tiny_base_model, aws_env, tmp_path, monkeypatch):
     import boto3
     from transformers import AutoModel
 
@@ -116,9 +117,9 @@ def test_base_model_from_s3(tiny_base_model, s3_server, tmp_path, monkeypatch):
     from streamguard_ml.tokens import load_tokenizer, resolve_base_model
 
     monkeypatch.setenv("STREAMGUARD_CACHE", str(tmp_path / "cache"))
-    boto3.client("s3").create_bucket(Bucket="models")
-    S3Store("s3://models").upload_dir(tiny_base_model, "encoders/tiny-bert")
-    uri = "s3://models/encoders/tiny-bert"
+    boto3.client("s3").create_bucket(Bucket="models-i5")
+    keys = S3Store("s3://models-i5").upload_dir(tiny_base_model, "encoders/tiny-bert")
+    uri = "s3://models-i5/encoders/tiny-bert"
 
     local = Path(resolve_base_model(uri))
     assert (local / "config.json").exists() and (local / "model.safetensors").exists()
@@ -129,23 +130,24 @@ def test_base_model_from_s3(tiny_base_model, s3_server, tmp_path, monkeypatch):
     model = TransformerKind(MAX_LENGTH, STRIDE).build({"base_model": uri}, {"base_model": uri})
     assert model.encoder.config.num_hidden_layers == 2
 
-    s3_server.stop()  # cached: no second download
-    assert resolve_base_model(uri) == str(local)
+    for key in keys:  # cached: a second resolve does not download again
+        boto3.client("s3").delete_object(Bucket="models-i5", Key=key)
+    assert resolve_base_model(uri) == str(local) and (local / "config.json").exists()
 
 
-def test_s3_prefix_without_a_model_is_a_clear_error(s3_server, tmp_path, monkeypatch):
+def test_s3_prefix_without_a_model_is_a_clear_error(aws_env, tmp_path, monkeypatch):
     import boto3
 
     from streamguard_ml.tokens import resolve_base_model
 
     monkeypatch.setenv("STREAMGUARD_CACHE", str(tmp_path / "cache"))
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="models")
+    s3.create_bucket(Bucket="models-i5-empty")
     with pytest.raises(ValueError, match="holds no files"):
-        resolve_base_model("s3://models/nothing-here")
-    s3.put_object(Bucket="models", Key="half/vocab.txt", Body=b"[PAD]\n")
+        resolve_base_model("s3://models-i5-empty/nothing-here")
+    s3.put_object(Bucket="models-i5-empty", Key="half/vocab.txt", Body=b"[PAD]\n")
     with pytest.raises(ValueError, match="no config.json"):
-        resolve_base_model("s3://models/half")
+        resolve_base_model("s3://models-i5-empty/half")
     assert not list((tmp_path / "cache").iterdir())  # nothing half-downloaded is left as a cached model
 
 
