@@ -234,7 +234,7 @@ def test_evaluation_reports_anomaly_and_line_localisation(archive, processed_run
     assert 0 < metrics["anomaly_mean"] < 1 and 0 <= metrics["anomalous_share"] <= 0.1
 
 
-def test_predict_flags_code_unlike_the_training_data(archive, processed_run, tmp_path, capsys):
+def test_predict_flags_code_unlike_the_training_data(archive, processed_run, tmp_path):
     import json
 
     from streamguard_ml.cli import main
