@@ -107,6 +107,9 @@ class PipelineConfig:
             raise ValueError("sources is empty: give at least one KIND:PATH, e.g. synthetic:1200")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise ValueError("val_fraction and test_fraction must each lie in (0, 0.5)")
+        if self.max_length < 3 or self.window_stride < 1:
+            raise ValueError("max_length must leave room for tokens besides [CLS]/[SEP] (>= 3) and "
+                             "window_stride must be >= 1")
         if self.window_stride > self.max_length:
             raise ValueError("window_stride must not exceed max_length (windows would leave gaps)")
         return self

@@ -91,7 +91,10 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     scores = model.score(data)
     metrics = full_metrics(data.records, scores.prob)
     if scores.anomaly is not None:
+        from .models.transformer import ANOMALY_THRESHOLD
+
         metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
+        metrics["anomalous_share"] = float(np.mean(scores.anomaly >= ANOMALY_THRESHOLD))  # ≈1 % when in-distribution
     if explain_samples:
         explained = explanation_metrics(model, data, explain_samples)
         store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-explanations.json", explained.pop("examples"))

@@ -148,11 +148,11 @@ def explain_transformer(model: Any, kind: Any, token_ids: np.ndarray, method: st
     attr, check = _integrated_gradients(forward, emb.unsqueeze(0), baseline.unsqueeze(0))
     per_position = attr[0].sum(-1)  # [windows, L]
     per_token = np.zeros(len(token_ids), dtype=np.float64)
-    counts = np.zeros(len(token_ids), dtype=np.float64)
-    for w, (_, start, end) in enumerate(wb.spans):  # overlapping windows: average where they overlap
-        per_token[start:end] += per_position[w, 1 : 1 + end - start].numpy()
-        counts[start:end] += 1
-    return per_token / np.maximum(counts, 1), prob, check
+    for w, (_, start, end) in enumerate(wb.spans):
+        # A token seen by two overlapping windows contributed through both: summing keeps
+        # completeness (token and line attributions still add up to f(x) - f(baseline)).
+        per_token[start:end] += per_position[w, 1 : 1 + end - start].double().numpy()
+    return per_token, prob, check
 
 
 def explain_split(loaded: Any, data: SplitData, indices: Sequence[int], method: str = "ig",

@@ -40,11 +40,13 @@ def score_split(kind: GNNKind | TransformerKind, model: torch.nn.Module, data: S
                 batch_size: int = 32) -> Scores:
     model.eval()
     prob = np.zeros(len(data), dtype=np.float64)
-    anomaly = np.zeros(len(data), dtype=np.float64) if isinstance(kind, TransformerKind) else None
+    # An anomaly head that is not fitted yet (validation during training) has no score to give.
+    fitted = isinstance(kind, TransformerKind) and bool(model.anomaly.fitted)
+    anomaly = np.zeros(len(data), dtype=np.float64) if fitted else None
     for batch in kind.batches(data, batch_size, shuffle=False, seed=0):
         logits, pooled = kind.forward(model, batch)
         prob[batch.index] = torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
-        if anomaly is not None and bool(model.anomaly.fitted):
+        if anomaly is not None:
             anomaly[batch.index] = model.anomaly.score(pooled.float()).cpu().numpy()
     return Scores(prob, anomaly)
 

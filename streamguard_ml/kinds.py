@@ -116,7 +116,7 @@ class TransformerKind:
     def build(self, meta: dict[str, Any], hp: dict[str, Any]) -> torch.nn.Module:
         from transformers import AutoModel
 
-        from .models.transformer import SQLIntentTransformer
+        from .models.transformer import SQLIntentTransformer, max_positions
         from .tokens import load_tokenizer, resolve_base_model
 
         base = hp.get("base_model") or meta["base_model"]
@@ -125,17 +125,24 @@ class TransformerKind:
                              "re-run preprocess with the same base_model")
         self.tokenizer = load_tokenizer(base)
         encoder = AutoModel.from_pretrained(resolve_base_model(base))
+        limit = max_positions(encoder.config)
+        if self.max_length > limit:
+            raise ValueError(f"max_length={self.max_length} exceeds the {limit} positions of {base!r}: use "
+                             f"--max-length {limit} or less (longer functions are covered by overlapping windows)")
         return SQLIntentTransformer(encoder, dropout=float(hp.get("dropout", 0.1)))
 
     def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int) -> Iterator[Batch]:
-        cls, sep, pad = self._special_ids()
         lengths = data.records["n_tokens"].to_numpy()
-        labels = data.labels
         for idx in bucketed_batches(lengths, batch_size, seed, shuffle=shuffle):
-            wb = collate_windows([data.token_ids(i) for i in idx], self.max_length, self.stride, cls, sep, pad)
-            inputs = {"input_ids": wb.input_ids, "attention_mask": wb.attention_mask,
-                      "window_sample": wb.window_sample, "num_samples": len(idx)}
-            yield Batch(inputs, torch.as_tensor(labels[idx], dtype=torch.long), list(idx))
+            yield self.collate(data, idx)
+
+    def collate(self, data: SplitData, idx: list[int]) -> Batch:
+        """Samples ``idx`` as windows padded to the longest window of this batch (dynamic padding)."""
+        cls, sep, pad = self._special_ids()
+        wb = collate_windows([data.token_ids(i) for i in idx], self.max_length, self.stride, cls, sep, pad)
+        inputs = {"input_ids": wb.input_ids, "attention_mask": wb.attention_mask,
+                  "window_sample": wb.window_sample, "num_samples": len(idx)}
+        return Batch(inputs, torch.as_tensor(data.labels[idx], dtype=torch.long), list(idx))
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         return model(**batch.inputs)

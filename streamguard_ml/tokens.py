@@ -9,6 +9,7 @@ representations are combined per sample — nothing is silently truncated.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -40,12 +41,34 @@ def resolve_base_model(name: str) -> str:
 
 
 def _download_model_dir(uri: str) -> str:
-    """Mirror an ``s3://`` model directory into a local cache (once per URI)."""
+    """Mirror an ``s3://`` model directory into a local cache (once per URI).
+
+    The download lands in a temporary sibling directory that is renamed into
+    place only when complete, so an interrupted download is never mistaken for
+    a cached model.
+    """
+    import shutil
+    import tempfile
+
     from .records import stable_id
 
     cache = Path(os.environ.get("STREAMGUARD_CACHE", Path.home() / ".cache" / "streamguard")) / stable_id(uri)
-    if not (cache / "config.json").exists():
-        _download_prefix(uri, cache)
+    if (cache / "config.json").exists():
+        return str(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{cache.name}.partial-", dir=cache.parent))
+    try:
+        _download_prefix(uri, partial)
+        if not (partial / "config.json").exists():
+            raise ValueError(f"{uri} has no config.json: upload a saved Hugging Face model directory "
+                             "(save_pretrained of the model and its tokenizer) there")
+        try:
+            partial.rename(cache)
+        except OSError:  # another process finished the same download first
+            if not (cache / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return str(cache)
 
 
@@ -102,16 +125,24 @@ def encode(tokenizer: Any, codes: Sequence[str]) -> EncodedBatch:
 
 
 def windows(length: int, max_tokens: int, stride: int) -> list[tuple[int, int]]:
-    """Overlapping [start, end) spans covering ``length`` tokens (at least one span)."""
+    """Overlapping [start, end) spans covering ``length`` tokens (at least one span).
+
+    A function longer than ``max_tokens`` gets as many windows as sliding a
+    ``max_tokens`` window by ``stride`` would need, but the windows are made
+    equally long and evenly spaced: every token lies in a window, consecutive
+    windows overlap by at least ``max_tokens - stride`` tokens, and no window is
+    a short tail that would be padded to full length in its batch.
+    """
+    if max_tokens < 1 or stride < 1:
+        raise ValueError(f"window of {max_tokens} tokens with stride {stride}: both must be at least 1 "
+                         "(raise max_length above 2 and window_stride above 0)")
     if length <= max_tokens:
         return [(0, length)]
-    spans, start = [], 0
-    while True:
-        end = min(start + max_tokens, length)
-        spans.append((start, end))
-        if end == length:
-            return spans
-        start += stride
+    stride = min(stride, max_tokens)
+    count = math.ceil((length - max_tokens) / stride) + 1
+    width = math.ceil((length + (count - 1) * (max_tokens - stride)) / count)  # <= max_tokens
+    starts = [j * (length - width) // (count - 1) for j in range(count)]
+    return [(start, start + width) for start in starts]
 
 
 @dataclass

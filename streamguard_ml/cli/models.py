@@ -125,6 +125,7 @@ def read_inputs(path: Path) -> list[dict[str, Any]]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference import LoadedModel
+    from ..models.transformer import ANOMALY_THRESHOLD
 
     mv = resolve_version(args)
     rows = read_inputs(args.input)
@@ -142,6 +143,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                "model": mv.model, "version": mv.version}
         if scores.anomaly is not None:
             row["anomaly"] = round(float(scores.anomaly[k]), 6)
+            row["anomalous"] = bool(scores.anomaly[k] >= ANOMALY_THRESHOLD)  # unlike anything trained on
         out.append(row)
         k += 1
     args.output.write_text("".join(json.dumps(r) + "\n" for r in out))

@@ -11,8 +11,9 @@
   embedding to the nearest class mean under a shared, shrunk (Ledoit–Wolf)
   covariance fitted on the training split, reported as the share of validation
   samples that are *less* unusual (0.5 = typical, 0.99 = more unusual than 99 %
-  of validation code).  Scores above ``threshold`` (the validation 99th
-  percentile by default) flag code the model was never trained for.
+  of validation code; 1.0 = beyond anything seen in validation).  Scores at or
+  above :data:`ANOMALY_THRESHOLD` flag code the model was never trained for:
+  its vulnerability score deserves less trust there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ from typing import Any
 
 import torch
 from torch import nn
+
+#: Anomaly score from which a sample counts as unlike the training data (the validation 99th percentile).
+ANOMALY_THRESHOLD = 0.99
+#: Model families whose position ids start after the padding index (they lose two positions).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_positions(config: Any) -> int:
+    """How many tokens (special tokens included) one window of this encoder may hold."""
+    offset = 2 if config.model_type in _OFFSET_POSITIONS else 0
+    return int(config.max_position_embeddings) - offset
 
 
 class MahalanobisHead(nn.Module):
@@ -55,11 +67,18 @@ class MahalanobisHead(nn.Module):
         return d2.clamp(min=0).min(dim=1).values.sqrt()
 
     def score(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Empirical CDF of the validation distances at this sample's distance (0..1)."""
-        d = self.distance(pooled)
-        cal = self.calibration.to(d.device)
-        rank = torch.searchsorted(cal.contiguous(), d.contiguous(), right=True).float()
-        return (rank / cal.numel()).clamp(0, 1)
+        """Empirical CDF of the validation distances at this sample's distance (0..1).
+
+        Linear between the stored validation quantiles, so the score is the share
+        of validation samples closer to the training distribution than this one.
+        """
+        d = self.distance(pooled).float()
+        cal = self.calibration.to(d.device).float().contiguous()
+        n = cal.numel()
+        upper = torch.searchsorted(cal, d.contiguous(), right=True).clamp(1, n - 1)
+        lo, hi = cal[upper - 1], cal[upper]
+        frac = ((d - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+        return ((upper - 1 + frac) / (n - 1)).clamp(0, 1)
 
 
 class SQLIntentTransformer(nn.Module):
