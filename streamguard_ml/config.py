@@ -96,11 +96,12 @@ class SageMakerSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "SageMakerSettings":
+        """Strict: a misspelt key in the ``sagemaker`` Param is an error, never silently ignored (null: default)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"sagemaker settings {unknown} unknown: use {sorted(names)}")
-        kwargs = dict(values)
+        kwargs = {k: v for k, v in values.items() if v is not None}
         for key in ("subnets", "security_group_ids"):
             if isinstance(kwargs.get(key), str):
                 raise ValueError(f"sagemaker.{key} must be a list, e.g. [{kwargs[key]!r}]")

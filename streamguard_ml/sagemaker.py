@@ -298,6 +298,9 @@ def prepare_training_job(store: Store, run: str, model_type: str, cfg: PipelineC
     if not region:
         raise RequestError("no AWS region: set region_name on the AWS connection, AWS_DEFAULT_REGION "
                            "or the Param sagemaker.region")
+    if model_type == "transformer" and cfg.base_model.startswith(("/", ".", "~")):
+        raise RequestError(f"base_model {cfg.base_model} is a local directory the SageMaker container cannot "
+                           "see: upload it to S3 and pass its s3:// URI (or a Hugging Face name)")
     hp = hyperparameters_for(cfg, model_type, fine_tune=bool(init_uri))
     digest = params_digest(hp, dataset_hash, init_uri)
     inputs = plan_inputs(staging_root(store, cfg), run, model_type, digest, source_digest(), bool(init_uri))

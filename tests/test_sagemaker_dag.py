@@ -33,14 +33,18 @@ def test_training_dag_on_sagemaker_registers_both_models(airflow_db, tiny_base_m
     from airflow.dag_processing.dagbag import DagBag
 
     from streamguard_ml.registry import Registry
-    from streamguard_ml.store import LocalStore
+    from streamguard_ml.store import LocalStore, S3Store
     from streamguard_ml.train import METRIC_REGEXES
 
     container = TrainingContainer(moto_server, tmp_path / "containers").install(monkeypatch)
     store_root = tmp_path / "store"
+    # A SageMaker container cannot see local directories: the encoder goes to S3 first, as in production.
+    base_model = f"s3://{BUCKET}/models/tiny-bert"
+    S3Store(f"s3://{BUCKET}").upload_dir(tiny_base_model, "models/tiny-bert")
+    monkeypatch.setenv("STREAMGUARD_CACHE", str(tmp_path / "cache"))
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
     run = dag.test(run_conf={
-        "training_backend": "sagemaker", "store": str(store_root), "base_model": tiny_base_model,
+        "training_backend": "sagemaker", "store": str(store_root), "base_model": base_model,
         "sources": ["synthetic:64"], "shard_size": 64, "gnn_epochs": 2, "transformer_epochs": 1,
         "max_length": 64, "window_stride": 48, "explain_samples": 2,
         "sagemaker": {"staging_uri": f"s3://{BUCKET}/staging", "check_interval_s": 1, "deferrable": True},

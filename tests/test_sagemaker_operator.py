@@ -52,7 +52,7 @@ def test_an_s3_store_is_its_own_staging_area(moto_server, processed_run):
         for key in local.list(layout.split_dir(run, split)):
             s3_store.write_bytes(key, local.read_bytes(key))
     before = _keys()
-    request = prepare_training_job(s3_store, run, "transformer", cfg, dataset["content_hash"], ROLE_ARN, REGION,
+    request = prepare_training_job(s3_store, run, "gnn", cfg, dataset["content_hash"], ROLE_ARN, REGION,
                                    S3Store(s3_store.root))
     added = sorted(set(_keys()) - set(before))
     assert len(added) == 1 and added[0].startswith("store/sagemaker/code/sourcedir-")

@@ -129,21 +129,20 @@ def _cli(*args, env=None):
 def test_sagemaker_config_cli_prints_the_validated_request(processed_run):
     store, run, cfg, dataset = processed_run
     settings = json.dumps({"staging_uri": "s3://bucket/staging", "instance_count": 2})
-    out = _cli("sagemaker", "config", "--run", run, "--model-type", "transformer", "--store", store.root,
+    out = _cli("sagemaker", "config", "--run", run, "--model-type", "gnn", "--store", store.root, "--epochs", "4",
                "--region", "us-west-2", "--settings", settings, "--json",
                env={"AIRFLOW_VAR_STREAMGUARD_SAGEMAKER_ROLE_ARN": ROLE})
     assert out.returncode == 0, out.stderr
     req = validate_request(json.loads(out.stdout))
     assert req["RoleArn"] == ROLE and req["ResourceConfig"]["InstanceCount"] == 2
     hp = {k: json.loads(v) for k, v in req["HyperParameters"].items()}
-    assert hp["base-model"] == cfg.base_model and hp["sagemaker_region"] == "us-west-2"
+    assert hp["epochs"] == "4" and hp["sagemaker_region"] == "us-west-2"
     assert req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
         f"s3://bucket/staging/runs/{run}/processed/train/"
     from streamguard_ml.backends import hyperparameters_for, params_digest
 
-    digest = params_digest(hyperparameters_for(PipelineConfig(base_model=cfg.base_model), "transformer"),
-                           dataset["content_hash"], None)
-    assert req["TrainingJobName"] == job_name(run, "transformer", digest)  # the name the DAG derives
+    digest = params_digest(hyperparameters_for(PipelineConfig(gnn_epochs=4), "gnn"), dataset["content_hash"], None)
+    assert req["TrainingJobName"] == job_name(run, "gnn", digest)  # the name the DAG derives for the same run
 
 
 @pytest.mark.parametrize("settings,role,needle", [
@@ -164,3 +163,11 @@ def test_local_store_without_staging_says_how_to_fix(processed_run):
     out = _cli("sagemaker", "config", "--run", run, "--model-type", "gnn", "--store", store.root, "--region",
                "us-east-1", "--role-arn", ROLE)
     assert out.returncode == 2 and "STREAMGUARD_STORE=s3://" in out.stderr and "staging_uri" in out.stderr
+
+
+def test_a_local_base_model_is_refused_for_sagemaker(store):
+    from streamguard_ml.sagemaker import prepare_training_job
+
+    cfg = PipelineConfig.from_mapping({"base_model": "/home/me/codebert", "sagemaker": {"staging_uri": "s3://b/p"}})
+    with pytest.raises(RequestError, match="s3:// URI"):
+        prepare_training_job(store, RUN, "transformer", cfg, "hash", ROLE, "us-east-1")
