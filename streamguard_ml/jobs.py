@@ -37,12 +37,11 @@ def job_row(description: dict[str, Any], logs: Any | None = None) -> dict[str, A
     """Status, instances, running time and last metrics of one described job."""
     resources = description.get("ResourceConfig", {})
     created = description.get("CreationTime")
-    end = description.get("TrainingEndTime") or (None if description["TrainingJobStatus"] == "InProgress"
-                                                  else description.get("LastModifiedTime"))
     started = description.get("TrainingStartTime") or created
     seconds = description.get("TrainingTimeInSeconds")
-    if seconds is None and started is not None:
-        seconds = int(((end or datetime.now(timezone.utc)) - started).total_seconds())
+    if seconds is None and started is not None:  # still running: time so far
+        end = description.get("TrainingEndTime") or datetime.now(timezone.utc)
+        seconds = int((end - started).total_seconds())
     return {
         "name": description["TrainingJobName"],
         "status": description["TrainingJobStatus"],
