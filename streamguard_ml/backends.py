@@ -85,10 +85,16 @@ def train_local(store: Store, run: str, model_type: str, cfg: PipelineConfig, in
         model_dir = root / "model"
         summary = json.loads((model_dir / "training.json").read_text())
         summary.update(params_digest=digest, backend="local", job_name=f"local-{layout.run_key(run)}-{model_type}")
-        store.write_bytes(archive_key, pack_archive(model_dir))
-        store.write_json(summary_key, summary)
         if synced:
             store.upload_dir(checkpoint, f"{layout.model_dir(run, model_type)}/checkpoints/{digest}")
+        return store_trained_model(store, run, model_type, pack_archive(model_dir), summary)
+
+
+def store_trained_model(store: Store, run: str, model_type: str, archive: bytes,
+                        summary: dict[str, Any]) -> dict[str, Any]:
+    """Put a trained ``model.tar.gz`` and its ``training.json`` into the run layout (any backend)."""
+    store.write_bytes(layout.model_archive(run, model_type), archive)
+    store.write_json(f"{layout.model_dir(run, model_type)}/training.json", summary)
     return _result(store, run, model_type, summary)
 
 

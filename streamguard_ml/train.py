@@ -232,14 +232,14 @@ def _jsonable(obj: Any) -> Any:
 
 def train_model(args: argparse.Namespace) -> dict[str, Any]:
     """Train, early-stop on validation F1, calibrate, and write the model directory."""
-    import torch
-
     from .dataset import load_split
+    from .distributed import parameter_checksum, setup
     from .evaluate import classification_metrics
     from .inference import score_split
     from .kinds import kind_for
 
     seed_everything(args.seed)
+    dist = setup()
     train_dir = _require(args.train, "train", "SM_CHANNEL_TRAIN")
     val_dir = _require(args.validation, "validation", "SM_CHANNEL_VALIDATION")
     if not args.model_dir:
@@ -259,11 +259,16 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
         log.info("fine-tuning from %s", args.init_model)
     else:
         model = kind.build(train.meta, hp)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = dist.device
     model.to(device)
     log.info("training %s on %d samples (validation %d), %d parameters, device %s", args.model_type,
              len(train), len(val), sum(p.numel() for p in model.parameters()), device)
-    history = fit(kind, model, train, val, args, device)
+    history = fit(kind, model, train, val, args, device, dist)
+    dist.close()
+    if dist.enabled:
+        log.info("rank %d/%d done: parameter checksum %.10e", dist.rank, dist.world_size, parameter_checksum(model))
+    if not dist.is_main:
+        return {"model_type": args.model_type, "rank": dist.rank, "history": history}
     kind.fit_extras(model, train, val, args.batch_size)
     val_scores = score_split(kind, model, val, args.batch_size)
     val_metrics = classification_metrics(val.labels, val_scores.prob)
@@ -276,14 +281,21 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, device: Any) -> list[dict]:
-    """AdamW with warm-up/decay, clipping, accumulation, bf16 on GPU, early stopping, per-epoch checkpoints."""
+def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, device: Any,
+        dist: Any = None) -> list[dict]:
+    """AdamW with warm-up/decay, clipping, accumulation, bf16 on GPU, early stopping, per-epoch checkpoints.
+
+    With ``dist`` (:class:`streamguard_ml.distributed.Distributed`) each process trains on its
+    share of the batches under DDP; rank 0 prints, checkpoints and decides.
+    """
     import torch
 
+    from .distributed import Distributed
     from .evaluate import classification_metrics
     from .inference import score_split
 
-    steps_per_epoch = math.ceil(math.ceil(len(train) / args.batch_size) / args.grad_accum)
+    dist = dist or Distributed()
+    steps_per_epoch = math.ceil(math.ceil(len(train) / args.batch_size) / dist.world_size / args.grad_accum)
     total = max(1, steps_per_epoch * args.epochs)
     optimizer = adamw(model, args.learning_rate, args.weight_decay)
     scheduler = warmup_linear(optimizer, int(args.warmup_ratio * total), total)
@@ -294,19 +306,21 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
     if resumed:
         state, best = resumed
         log.info("resumed from checkpoint after epoch %d", state["epoch"])
+    net = dist.wrap(model)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # older GPUs (T4, V100) stay in fp32
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else _null()
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         if state["stale"] >= args.patience:
             break
-        model.train()
+        net.train()
         loss_sum, correct, seen, started, pending = 0.0, 0, 0, time.perf_counter(), False
         optimizer.zero_grad()
-        for step, batch in enumerate(kind.batches(train, args.batch_size, shuffle=True, seed=args.seed + epoch)):
+        for step, batch in enumerate(dist.epoch(net, kind.batches(train, args.batch_size, shuffle=True,
+                                                                   seed=args.seed + epoch))):
             batch.inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.inputs.items()}
             labels = batch.labels.to(device)
             with autocast:
-                logits, _ = kind.forward(model, batch)
+                logits, _ = kind.forward(net, batch)
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             (loss / args.grad_accum).backward()
             pending = (step + 1) % args.grad_accum != 0
@@ -317,20 +331,23 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
             seen += len(labels)
         if pending:  # the epoch's last, incomplete accumulation group still counts
             optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
+        loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
         val_scores = score_split(kind, model, val, args.batch_size)
-        vm = classification_metrics(val.labels, val_scores.prob)
+        vm = dist.from_main(classification_metrics(val.labels, val_scores.prob))
         row = {"epoch": epoch, "loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                "val_acc": vm["accuracy"], "val_f1": vm["f1"], "seconds": round(time.perf_counter() - started, 2),
                "samples_per_s": round(seen / max(1e-9, time.perf_counter() - started), 2)}
         state["history"].append(row)
-        print(EPOCH_LINE.format(epochs=args.epochs, **row), flush=True)
+        if dist.is_main:
+            print(EPOCH_LINE.format(epochs=args.epochs, **row), flush=True)
         if vm["f1"] > state["best_f1"]:
             state.update(best_f1=vm["f1"], best_epoch=epoch, stale=0)
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             state["stale"] += 1
         state["epoch"] = epoch
-        ckpt.save(model, optimizer, scheduler, state, best)
+        if dist.is_main:
+            ckpt.save(model, optimizer, scheduler, state, best)
     if best is not None:
         model.load_state_dict(best)
         log.info("restored best epoch %d (val F1 %.4f)", state["best_epoch"], state["best_f1"])
@@ -369,6 +386,11 @@ class _null:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
+    from .distributed import launch
+
+    launched = launch(list(sys.argv[1:] if argv is None else argv))  # several GPUs / hosts: DDP
+    if launched is not None:
+        return launched
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log.info("ignoring unknown arguments %s", unknown)

@@ -31,7 +31,13 @@ def test_training_dag_tasks_and_dependencies(dagbag):
     ids = set(dag.task_ids)
     for model in ("gnn", "transformer"):
         assert {f"{model}.train_local", f"{model}.evaluate", f"{model}.register", f"{model}.promote"} <= ids
-        assert dag.get_task(f"{model}.evaluate").upstream_task_ids >= {f"{model}.train_local"}
+        # both backends meet before evaluation: choose_backend → train_local | stage → train → fetch_sagemaker_model
+        assert dag.get_task(f"{model}.choose_backend").downstream_task_ids == {f"{model}.train_local",
+                                                                               f"{model}.stage_sagemaker"}
+        assert dag.get_task(f"{model}.train_sagemaker").upstream_task_ids == {f"{model}.stage_sagemaker"}
+        assert dag.get_task(f"{model}.trained_model").upstream_task_ids == {f"{model}.train_local",
+                                                                            f"{model}.fetch_sagemaker_model"}
+        assert dag.get_task(f"{model}.evaluate").upstream_task_ids >= {f"{model}.trained_model"}
         assert f"{model}.evaluate" in dag.get_task(f"{model}.register").upstream_task_ids
         assert "training_dataset" in dag.get_task(f"{model}.train_local").upstream_task_ids
     assert dag.get_task("plan_shards").upstream_task_ids == {"ingest"}
@@ -39,7 +45,7 @@ def test_training_dag_tasks_and_dependencies(dagbag):
     assert dag.get_task("finalize_dataset").upstream_task_ids == {"preprocess_shard"}
     assert {"gnn.promote", "transformer.promote"} <= dag.get_task("report").upstream_task_ids
     assert {"sources", "training_backend", "base_model", "smoke", "gnn_epochs", "transformer_epochs"} <= set(dag.params)
-    assert dag.params["training_backend"] == "local"
+    assert dag.params["training_backend"] == "local" and dag.params["sagemaker"] == {}
 
 
 def test_dag_files_do_not_import_heavy_libraries():

@@ -39,12 +39,12 @@ def emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], None] | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data, models, monitoring, registry
+    from . import data, models, monitoring, registry, sagemaker
 
     parser = argparse.ArgumentParser(prog="streamguard-ml", description="Train, judge and ship models that "
                                      "find vulnerable code.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, models, registry, monitoring):
+    for module in (data, models, registry, monitoring, sagemaker):
         module.register(sub)
     return parser
 
