@@ -8,7 +8,11 @@ nodes (comments and string delimiters dropped); each carries
 * identifier / literal / operator sub-tokens hashed with CRC-32 into buckets,
   stable across processes and machines;
 * ``source`` / ``sink`` / ``sanitizer`` marks from the rule table
-  ``data/taint_rules.json`` (data, not code).
+  ``data/taint_rules.json`` (data, not code), and two marks derived from them by
+  a forward taint analysis over the flow edges: ``tainted`` (a value computed
+  from a source, not passed through a sanitizer) and ``tainted_sink`` (a sink
+  call, not itself a sanitizer such as a parameterised ``execute``, that
+  receives a tainted argument).
 
 Edges are typed: ``ast`` (parent → child), ``cfg`` (statement order, branches,
 loops), ``dfg`` (definition → use of a variable or attribute; right-hand side →
@@ -29,15 +33,22 @@ from typing import Any, Iterable
 
 EDGE_TYPES = ("ast", "cfg", "dfg", "call")
 EDGE_ID = {name: i for i, name in enumerate(EDGE_TYPES)}
-MARKS = ("source", "sink", "sanitizer")
+MARKS = ("source", "sink", "sanitizer", "tainted", "tainted_sink")
 MARK_BIT = {name: 1 << i for i, name in enumerate(MARKS)}
 SUBTOKENS_PER_NODE = 6
 SUBTOKEN_BUCKETS = 8192  # bucket 0 is padding
-GRAPH_FORMAT_VERSION = "pg-1"
+GRAPH_FORMAT_VERSION = "pg-2"  # pg-2: taint-analysis marks
 
 SKIPPED_TYPES = {"comment", "string_start", "string_end", "string_content", "escape_sequence",
                  "line_continuation"}
-STATEMENT_SUFFIXES = ("_statement", "_definition")
+#: Expressions whose value carries the taint of a child (``f"{x}"``, ``a + x``, ``x.y``,
+#: ``x[0]``, ``x.strip()`` through the callee).  Arguments reach their call through
+#: ``call`` edges and assigned values their targets through ``dfg`` edges instead.
+VALUE_CARRIERS = frozenset({"binary_operator", "attribute", "subscript", "call", "string", "interpolation",
+                            "concatenated_string", "parenthesized_expression", "conditional_expression",
+                            "list", "tuple", "set", "dictionary", "pair", "list_comprehension",
+                            "generator_expression", "set_comprehension", "dictionary_comprehension",
+                            "await", "list_splat", "dictionary_splat", "expression_list", "format_expression"})
 BLOCK_FIELDS = ("body", "consequence", "alternative")
 _SPLIT = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+|[^\sA-Za-z\d]+")
 
@@ -141,6 +152,14 @@ def dotted(node: Any) -> str | None:
     return None
 
 
+def callee_name(fn: Any) -> str | None:
+    """The dotted name of a call's function; ``conn.cursor().execute`` → ``<expr>.execute``."""
+    name = dotted(fn)
+    if name is None and fn.type == "attribute" and fn.child_by_field_name("attribute") is not None:
+        return "<expr>." + fn.child_by_field_name("attribute").text.decode("utf-8", "replace")
+    return name
+
+
 def _call_matches(pattern: str, callee: str) -> bool:
     if pattern.startswith("."):
         return callee.rsplit(".", 1)[-1] == pattern[1:] and "." in callee
@@ -185,6 +204,7 @@ class _Builder:
         self.g = ProgramGraph()
         self.index: dict[int, int] = {}
         self.nodes: list[Any] = []
+        self.call_args: dict[int, list[int]] = {}  # call node → its argument value nodes
 
     # -- nodes and AST edges -------------------------------------------------
     def collect(self, root: Any) -> None:
@@ -255,11 +275,12 @@ class _Builder:
 
     def _mark_call(self, i: int, node: Any, rules: dict) -> None:
         fn, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
-        callee = dotted(fn) if fn is not None else None
+        callee = callee_name(fn) if fn is not None else None
         arg_nodes = [a for a in (args.named_children if args is not None else []) if a.type != "comment"]
-        if args is not None:
-            for a in arg_nodes:
-                self.edge(a.child_by_field_name("value") or a if a.type == "keyword_argument" else a, node, "call")
+        values = [a.child_by_field_name("value") or a if a.type == "keyword_argument" else a for a in arg_nodes]
+        for v in values:
+            self.edge(v, node, "call")
+        self.call_args[i] = [j for j in map(self.idx, values) if j is not None]
         matching = _call_rules(callee) if callee else ()
         if not matching:
             return
@@ -272,6 +293,35 @@ class _Builder:
             if positional < rule.get("min_args", 0):
                 continue
             self.g.marks[i] |= MARK_BIT[mark]
+
+    # -- taint analysis ------------------------------------------------------------
+    def propagate_taint(self) -> None:
+        """Forward taint from sources along data-flow, call and value-carrying AST edges.
+
+        A sanitizer's result is clean, so taint never leaves a sanitizer node.  A sink
+        call with a tainted argument that is not itself a sanitizer (``execute(q, params)``
+        is both) gets ``tainted_sink``: the pattern a fix removes.
+        """
+        g, marks = self.g, self.g.marks
+        flows: list[list[int]] = [[] for _ in range(g.num_nodes)]
+        ast, dfg, call = EDGE_ID["ast"], EDGE_ID["dfg"], EDGE_ID["call"]
+        for s, d, t in g.edges:
+            if t in (dfg, call):
+                flows[s].append(d)
+            elif t == ast and g.types[s] in VALUE_CARRIERS:
+                flows[d].append(s)  # a child's value flows into the expression that contains it
+        source, sanitizer, tainted = MARK_BIT["source"], MARK_BIT["sanitizer"], MARK_BIT["tainted"]
+        stack = [i for i, m in enumerate(marks) if m & source and not m & sanitizer]
+        while stack:
+            i = stack.pop()
+            if marks[i] & tainted:
+                continue
+            marks[i] |= tainted
+            stack.extend(j for j in flows[i] if not marks[j] & (tainted | sanitizer))
+        sink = MARK_BIT["sink"]
+        for i, args in self.call_args.items():
+            if marks[i] & sink and not marks[i] & sanitizer and any(marks[a] & tainted for a in args):
+                marks[i] |= MARK_BIT["tainted_sink"]
 
     # -- control flow ------------------------------------------------------------
     def statements(self, block: Any) -> list[Any]:
@@ -487,6 +537,7 @@ def build_graph(code: str) -> ProgramGraph:
     b.cfg_block(tree.root_node, [])
     b.dfg_block(tree.root_node, {})
     b.g.edges = sorted(set(b.g.edges))
+    b.propagate_taint()
     return b.g
 
 

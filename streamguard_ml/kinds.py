@@ -92,7 +92,7 @@ class GNNKind:
         from .models.gnn import GNNConfig, TaintFlowGNN
 
         config = json.loads((directory / CONFIG_FILE).read_text())
-        model = TaintFlowGNN(GNNConfig(**config["architecture"]))
+        model = TaintFlowGNN(GNNConfig(**{"num_marks": 3, **config["architecture"]}))  # pg-1 models had 3 marks
         load_model(model, str(directory / MODEL_FILE))
         return model.eval(), config
 

@@ -8,6 +8,7 @@ import sys
 
 from streamguard_ml.graphs import EDGE_TYPES, ast_only, build_graph, first_error_line, vocabulary
 
+RULE_MARKS = ("source", "sink", "sanitizer")
 CODE = '''def lookup(conn, name):
     uid = request.args.get("id")
     q = f"SELECT * FROM t WHERE id = {uid}"
@@ -53,13 +54,41 @@ def test_def_use_through_fstring_percent_format_and_concat():
 
 def test_marks_from_the_rule_table():
     g = build_graph(CODE).to_json()
-    marked = {(n["start_line"], n["type"], tuple(n["marks"])) for n in g["nodes"] if n["marks"]}
+    marked = {(n["start_line"], n["type"], tuple(m for m in n["marks"] if m in RULE_MARKS))
+              for n in g["nodes"] if n["marks"]}
     assert (2, "attribute", ("source",)) in marked                  # request.args
     assert (1, "identifier", ("source",)) in marked                 # parameters
     assert (9, "call", ("sink",)) in marked                         # execute(q)
     assert (11, "call", ("sink", "sanitizer")) in marked            # parameterised execute
     assert (14, "call", ("sink",)) in marked                        # subprocess with shell=True
     assert (15, "call", ("sanitizer",)) in marked                   # shlex.quote
+
+
+def _sinks(code):
+    """(line, is tainted_sink) for every sink call."""
+    return {(n["start_line"], "tainted_sink" in n["marks"]) for n in build_graph(code).to_json()["nodes"]
+            if "sink" in n["marks"]}
+
+
+def test_taint_reaches_sinks_through_string_building_but_not_through_sanitizers():
+    assert _sinks(CODE) == {(9, True), (11, False), (14, True)}  # the parameterised execute is safe
+    fixed = {
+        "def f(conn):\n    uid = request.args.get('id')\n    conn.cursor().execute('SELECT ?', (uid,))\n": False,
+        "def f(conn):\n    uid = request.args.get('id')\n    conn.cursor().execute(f'SELECT {uid}')\n": True,
+        "def f(name):\n    os.system('ls ' + shlex.quote(name))\n": False,
+        "def f(name):\n    os.system('ls ' + name)\n": True,
+        "def f(name):\n    safe = os.path.basename(name)\n    return open('/srv/' + safe)\n": False,
+        "def f(name):\n    p = '/srv/%s' % name\n    return open(p)\n": True,
+        "def f():\n    return open('/etc/motd')\n": False,  # a sink no source reaches
+    }
+    for code, vulnerable in fixed.items():
+        assert {flag for _, flag in _sinks(code)} == {vulnerable}, code
+
+
+def test_tainted_values_follow_data_flow_only():
+    nodes = build_graph("def f(x):\n    y = x.strip()\n    z = 'constant'\n    return y, z\n").to_json()["nodes"]
+    tainted = {" ".join(n["tokens"]) for n in nodes if n["type"] == "identifier" and "tainted" in n["marks"]}
+    assert {"x", "y"} <= tainted and "z" not in tainted
 
 
 def test_subprocess_without_shell_is_not_a_sink():

@@ -1,7 +1,8 @@
 """The Taint-Flow GNN: GAT layers over typed program-graph edges, pooled per graph.
 
 * Node input = node-type embedding + mean of hashed sub-token embeddings +
-  a projection of the source/sink/sanitizer marks.
+  a projection of the mark bits (source, sink, sanitizer and the taint
+  analysis's tainted / tainted_sink).
 * Edges carry their type (AST, CFG, DFG, call, each also reversed) as a learned
   embedding passed to ``GATConv`` as ``edge_attr``; attention is a softmax over
   each node's *incoming edges*, so it never mixes nodes of different graphs.
@@ -34,6 +35,7 @@ class GNNConfig:
     dropout: float = 0.2
     num_edge_types: int = 2 * len(EDGE_TYPES)  # forward + reversed
     subtoken_buckets: int = SUBTOKEN_BUCKETS
+    num_marks: int = len(MARKS)  # models saved before the taint marks read 3 bits
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +48,7 @@ class TaintFlowGNN(nn.Module):
         h = cfg.hidden
         self.type_emb = nn.Embedding(cfg.num_node_types, h)
         self.token_emb = nn.EmbeddingBag(cfg.subtoken_buckets, h, mode="mean", padding_idx=0)
-        self.mark_proj = nn.Linear(len(MARKS), h)
+        self.mark_proj = nn.Linear(cfg.num_marks, h)
         self.edge_emb = nn.Embedding(cfg.num_edge_types, cfg.edge_dim)
         self.convs = nn.ModuleList(
             GATConv(h, h // cfg.heads, heads=cfg.heads, edge_dim=cfg.edge_dim, dropout=cfg.dropout)
@@ -58,7 +60,7 @@ class TaintFlowGNN(nn.Module):
 
     def embed(self, node_type: torch.Tensor, node_tokens: torch.Tensor, node_marks: torch.Tensor) -> torch.Tensor:
         """Node input embeddings [num_nodes, hidden] (the input IG attributes to)."""
-        bits = torch.stack([(node_marks.long() >> i) & 1 for i in range(len(MARKS))], dim=-1).float()
+        bits = torch.stack([(node_marks.long() >> i) & 1 for i in range(self.cfg.num_marks)], dim=-1).float()
         tokens = self.token_emb(node_tokens.long().clamp(min=0))
         return self.type_emb(node_type.long()) + tokens + self.mark_proj(bits)
 
