@@ -179,9 +179,18 @@ def _call_rules(callee: str) -> tuple[tuple[str, dict], ...]:
     every function, and matching each call against the whole rule table was the
     most expensive step of graph building.
     """
-    rules = taint_rules()
-    return tuple((mark, rule) for kind, mark in _RULE_KINDS for rule in rules[kind]
-                 if "call" in rule and _call_matches(rule["call"], callee))
+    rules = [(mark, rule) for kind, mark in _RULE_KINDS for rule in taint_rules()[kind]]
+    named = tuple((mark, rule) for mark, rule in rules if "call" in rule and _named_by(rule, callee))
+    if named:  # a known API (subprocess.run without shell=True is no sink) is judged by its own rules only
+        return named
+    words = set(subtokens(callee.rsplit(".", 1)[-1]))  # project wrappers: self._run_ssh(...), db.query(...)
+    return tuple((mark, rule) for mark, rule in rules if words & set(rule.get("name_words", ())))
+
+
+def _named_by(rule: dict, callee: str) -> bool:
+    if rule.get("builtin"):
+        return callee in (rule["call"], "builtins." + rule["call"])
+    return _call_matches(rule["call"], callee)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -204,7 +213,8 @@ class _Builder:
         self.g = ProgramGraph()
         self.index: dict[int, int] = {}
         self.nodes: list[Any] = []
-        self.call_args: dict[int, list[int]] = {}  # call node → its argument value nodes
+        # sink call → (argument nodes data is injected through, only string-built taint counts)
+        self.sink_args: dict[int, list[tuple[list[int], bool]]] = {}
 
     # -- nodes and AST edges -------------------------------------------------
     def collect(self, root: Any) -> None:
@@ -280,27 +290,34 @@ class _Builder:
         values = [a.child_by_field_name("value") or a if a.type == "keyword_argument" else a for a in arg_nodes]
         for v in values:
             self.edge(v, node, "call")
-        self.call_args[i] = [j for j in map(self.idx, values) if j is not None]
         matching = _call_rules(callee) if callee else ()
         if not matching:
             return
-        positional = sum(1 for a in arg_nodes if a.type != "keyword_argument")
+        positional = [v for a, v in zip(arg_nodes, values) if a.type != "keyword_argument"]
         keywords = {a.text.decode("utf-8", "replace").replace(" ", "") for a in arg_nodes
                     if a.type == "keyword_argument"}
         for mark, rule in matching:
             if rule.get("keyword") and rule["keyword"] not in keywords:
                 continue
-            if positional < rule.get("min_args", 0):
+            if len(positional) < rule.get("min_args", 0):
                 continue
             self.g.marks[i] |= MARK_BIT[mark]
+            if mark == "sink":  # "args": the positions that are injection points (execute's query, not its params)
+                points = [positional[k] for k in rule["args"] if k < len(positional)] if "args" in rule else values
+                self.sink_args.setdefault(i, []).append(
+                    ([j for j in map(self.idx, points) if j is not None], bool(rule.get("injection"))))
 
     # -- taint analysis ------------------------------------------------------------
     def propagate_taint(self) -> None:
         """Forward taint from sources along data-flow, call and value-carrying AST edges.
 
-        A sanitizer's result is clean, so taint never leaves a sanitizer node.  A sink
-        call with a tainted argument that is not itself a sanitizer (``execute(q, params)``
-        is both) gets ``tainted_sink``: the pattern a fix removes.
+        A sanitizer's result is clean, so taint never leaves a sanitizer node.  Taint
+        that went through string building (``+`` / ``%``, f-strings, ``.format``,
+        ``.join``) is *injected*: it became part of a string some interpreter parses.
+        A sink call whose injection point (any argument, or those its rule names: the
+        query of ``execute(q, params)``, not the bound parameters) is tainted — for
+        ``injection`` rules such as name-matched project wrappers, injected — gets
+        ``tainted_sink``: the pattern a fix removes.
         """
         g, marks = self.g, self.g.marks
         flows: list[list[int]] = [[] for _ in range(g.num_nodes)]
@@ -310,18 +327,39 @@ class _Builder:
                 flows[s].append(d)
             elif t == ast and g.types[s] in VALUE_CARRIERS:
                 flows[d].append(s)  # a child's value flows into the expression that contains it
-        source, sanitizer, tainted = MARK_BIT["source"], MARK_BIT["sanitizer"], MARK_BIT["tainted"]
-        stack = [i for i, m in enumerate(marks) if m & source and not m & sanitizer]
+        source, sanitizer = MARK_BIT["source"], MARK_BIT["sanitizer"]
+        tainted = self._reach([i for i, m in enumerate(marks) if m & source and not m & sanitizer], flows)
+        injected = self._reach([i for i in tainted if self._builds_string(i)], flows)
+        for i in tainted:
+            marks[i] |= MARK_BIT["tainted"]
+        for i, rules in self.sink_args.items():
+            if any(any(a in (injected if injection else tainted) for a in points) for points, injection in rules):
+                marks[i] |= MARK_BIT["tainted_sink"]
+
+    def _reach(self, seeds: list[int], flows: list[list[int]]) -> set[int]:
+        """Nodes reachable from ``seeds`` along ``flows`` without entering a sanitizer."""
+        sanitizer, marks = MARK_BIT["sanitizer"], self.g.marks
+        seen: set[int] = set()
+        stack = list(seeds)
         while stack:
             i = stack.pop()
-            if marks[i] & tainted:
+            if i in seen:
                 continue
-            marks[i] |= tainted
-            stack.extend(j for j in flows[i] if not marks[j] & (tainted | sanitizer))
-        sink = MARK_BIT["sink"]
-        for i, args in self.call_args.items():
-            if marks[i] & sink and not marks[i] & sanitizer and any(marks[a] & tainted for a in args):
-                marks[i] |= MARK_BIT["tainted_sink"]
+            seen.add(i)
+            stack.extend(j for j in flows[i] if j not in seen and not marks[j] & sanitizer)
+        return seen
+
+    def _builds_string(self, i: int) -> bool:
+        t = self.g.types[i]
+        if t in ("binary_operator", "concatenated_string"):
+            return True
+        if t == "string":
+            return any(c.type == "interpolation" for c in self.nodes[i].children)
+        if t == "call":
+            fn = self.nodes[i].child_by_field_name("function")
+            attr = fn.child_by_field_name("attribute") if fn is not None and fn.type == "attribute" else None
+            return attr is not None and attr.text in (b"format", b"join", b"replace")
+        return False
 
     # -- control flow ------------------------------------------------------------
     def statements(self, block: Any) -> list[Any]:

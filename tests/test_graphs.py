@@ -85,6 +85,22 @@ def test_taint_reaches_sinks_through_string_building_but_not_through_sanitizers(
         assert {flag for _, flag in _sinks(code)} == {vulnerable}, code
 
 
+def test_injection_points_builtins_and_project_wrappers():
+    cases = {
+        # execute's query is the injection point, its bound parameters are not
+        "def f(c, x):\n    c.execute('SELECT ' + x, (1,))\n": True,
+        "def f(c, x):\n    c.execute('SELECT :x', x=x)\n": False,
+        # eval / exec / open are builtins: db.exec(sql, args) is not Python's exec
+        "def f(db, sql, args):\n    db.exec(sql, args)\n": False,
+        # a project wrapper named like a command runner: a string built from input is injection...
+        "def f(self, name):\n    self._run_ssh('ls %s' % name)\n": True,
+        # ...an argument list is not
+        "def f(self, name):\n    self._run_ssh(['ls', name])\n": False,
+    }
+    for code, vulnerable in cases.items():
+        assert any(flag for _, flag in _sinks(code)) == vulnerable, code
+
+
 def test_tainted_values_follow_data_flow_only():
     nodes = build_graph("def f(x):\n    y = x.strip()\n    z = 'constant'\n    return y, z\n").to_json()["nodes"]
     tainted = {" ".join(n["tokens"]) for n in nodes if n["type"] == "identifier" and "tainted" in n["marks"]}
