@@ -181,11 +181,8 @@ def run_bandit(samples: Sequence[Any]) -> list[list[tuple[int, str]]]:
     with tempfile.TemporaryDirectory() as tmp:
         for i, s in enumerate(samples):
             Path(tmp, f"f{i:05d}.py").write_text(s.code)
-        try:
-            done = subprocess.run([sys.executable, "-m", "bandit", "-r", tmp, "-f", "json", "-q"],
-                                  capture_output=True, text=True, check=False)
-        except FileNotFoundError as exc:  # pragma: no cover - interpreter always exists
-            raise SystemExit(f"bandit could not run: {exc}") from exc
+        done = subprocess.run([sys.executable, "-m", "bandit", "-r", tmp, "-f", "json", "-q"],
+                              capture_output=True, text=True, check=False)
         if not done.stdout.strip():
             raise SystemExit(f"bandit is not installed or failed ({done.stderr.strip()[:300]}): "
                              "pip install -e '.[bench]'")
@@ -233,9 +230,9 @@ def main() -> None:
     import torch
 
     from streamguard_ml.graphs import MARK_BIT, ast_only, build_graph
+    from streamguard_ml.inference import score_split
 
     args = parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     samples = load_samples(args.data)
     started = time.perf_counter()
     full = [build_graph(s.code) for s in samples]
@@ -250,8 +247,8 @@ def main() -> None:
     oof = {name: np.zeros(len(samples)) for name in (*variants, "taint-rules", "bandit")}
     oof["taint-rules"] = np.array([float(any(m & tainted_sink for m in g.marks)) for g in full])
     oof["bandit"] = np.array([float(bool(f)) for f in bandit])
-    speed: dict[str, dict[str, float]] = {v: {"train": [], "infer": []} for v in variants}
-    explained: dict[str, list] = {"truth": [], "ig": [], "attention": [], "bandit": []}
+    speed: dict[str, dict[str, list[float]]] = {v: {"train": [], "infer": []} for v in variants}
+    explained: dict[str, list] = {"truth": [], "ig": [], "attention": [], "bandit": [], "bandit_truth": []}
     size: dict[str, Any] = {}
     test_folds = folds(samples, args.folds, args.seed)
     for k, test_idx in enumerate(test_folds):
@@ -261,8 +258,6 @@ def main() -> None:
             t0 = time.perf_counter()
             kind, model = train_gnn(split_data(samples, graphs, fit_idx), split_data(samples, graphs, val_idx), args)
             test = split_data(samples, graphs, test_idx)
-            from streamguard_ml.inference import score_split
-
             oof[name][test_idx] = score_split(kind, model, test, 32).prob
             speed[name]["infer"].append(graphs_per_second(kind, model, test, args.batch_size, train=False))
             speed[name]["train"].append(graphs_per_second(kind, model, split_data(samples, graphs, fit_idx),
@@ -279,7 +274,7 @@ def main() -> None:
                   flush=True)
         known = [i for i in test_idx if samples[i].label == 1 and samples[i].vulnerable_lines][:args.explain]
         explained["bandit"] += [[line for line, _ in bandit[i]][:3] for i in known]
-        explained.setdefault("bandit_truth", []).extend(samples[i].vulnerable_lines for i in known)
+        explained["bandit_truth"] += [samples[i].vulnerable_lines for i in known]
 
     all_idx = np.arange(len(samples))
     results = {name: scores(samples, all_idx, prob) for name, prob in oof.items()}

@@ -99,7 +99,8 @@ def streamguard_training() -> None:
     d.choose_dataset() >> [ingested, published]
     shards = t.plan_shards(ingested)
     processed = t.preprocess_shard.expand(shard=shards)
-    dataset = d.training_dataset(t.finalize_dataset(processed), published)
+    dataset = d.training_dataset()
+    [t.finalize_dataset(processed), published] >> dataset
     results = [model_pipeline.override(group_id=model_type)(model_type, dataset) for model_type in MODEL_TYPES]
     t.report(results)
 

@@ -107,7 +107,8 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores)
     store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-metrics.json", metrics)
     log.info("%s %s on %s/%s: acc=%.3f f1=%.3f fpr=%.3f pairwise=%s", name, model_type, run, split,
-             metrics["accuracy"], metrics["f1"], metrics["fpr"], metrics["pairwise_accuracy"])
+             metrics["accuracy"], metrics["f1"], metrics["fpr"],
+             "n/a" if metrics["pairwise_accuracy"] is None else f"{metrics['pairwise_accuracy']:.3f}")
     return metrics
 
 

@@ -11,8 +11,8 @@ nodes (comments and string delimiters dropped); each carries
   ``data/taint_rules.json`` (data, not code), and two marks derived from them by
   a forward taint analysis over the flow edges: ``tainted`` (a value computed
   from a source, not passed through a sanitizer) and ``tainted_sink`` (a sink
-  call, not itself a sanitizer such as a parameterised ``execute``, that
-  receives a tainted argument).
+  call whose injection point receives tainted data: the query of ``execute``,
+  not its bound parameters; see :meth:`_Builder.propagate_taint`).
 
 Edges are typed: ``ast`` (parent → child), ``cfg`` (statement order, branches,
 loops), ``dfg`` (definition → use of a variable or attribute; right-hand side →

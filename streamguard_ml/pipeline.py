@@ -167,8 +167,9 @@ def summary_lines(store: Store, run: str, results: Sequence[dict[str, Any]]) -> 
              f"  quarantine   : {store.uri(layout.quarantine(run))}"]
     for r in results:
         m = r.get("metrics", {})
+        pairwise = m.get("pairwise_accuracy")
         lines.append(f"  {r['model']} v{r['version']}: acc={m.get('accuracy', 0):.3f} f1={m.get('f1', 0):.3f} "
-                     f"fpr={m.get('fpr', 0):.3f} pairwise={m.get('pairwise_accuracy')} "
+                     f"fpr={m.get('fpr', 0):.3f} pairwise={'n/a' if pairwise is None else f'{pairwise:.3f}'} "
                      f"promoted={r.get('promoted')} -> {r['artifact_uri']}")
     lines.append("  registry     : streamguard-ml registry list   (or the Airflow UI's Model registry page)")
     return lines

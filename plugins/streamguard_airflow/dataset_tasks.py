@@ -68,9 +68,15 @@ def use_published_dataset() -> dict[str, Any]:
 
 
 @task(trigger_rule="none_failed_min_one_success")
-def training_dataset(fresh: dict[str, Any] | None, published: dict[str, Any] | None) -> dict[str, Any]:
-    """The dataset this run trains on: the one of the two branches that ran."""
-    dataset = published or fresh
+def training_dataset() -> dict[str, Any]:
+    """The dataset this run trains on: the output of the branch ``choose_dataset`` took.
+
+    The same decision picks which XCom to read: the skipped branch has none, and
+    asking for it makes Airflow log an alarming "XCom not found" error in every run.
+    """
+    context = get_current_context()
+    published = runtime.dataset_mode(context) == "published"
+    dataset = context["ti"].xcom_pull(task_ids="use_published_dataset" if published else "finalize_dataset")
     if dataset is None:
         raise RuntimeError("neither ingestion nor the published dataset produced data for this run")
     return dataset

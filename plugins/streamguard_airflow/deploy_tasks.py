@@ -48,7 +48,7 @@ def _version(promoted: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
 
 
 def _skip(reason: str) -> None:
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     raise AirflowSkipException(reason)
 
