@@ -75,7 +75,8 @@ def model_pipeline(model_type: str, dataset: dict) -> dict:
     job = sm.SageMakerTrainingJob(task_id="train_sagemaker", config=staged["request"], aws_conn_id=sm.AWS_CONN_ID)
     fetched = sm.fetch_sagemaker_model(model_type, staged["fine_tuned_from"], job.output)
     backend >> [local, staged]
-    trained = sm.trained_model(local, fetched)
+    trained = sm.trained_model()
+    [local, fetched] >> trained
     evaluation = t.evaluate(model_type, trained)
     registered = t.register(model_type, trained, evaluation, dataset)
     promoted = t.promote(registered, evaluation)

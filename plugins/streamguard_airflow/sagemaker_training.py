@@ -43,13 +43,21 @@ def role_arn(hook: Any) -> str:
     return hook.conn_config.extra_config.get(ROLE_EXTRA) or Variable.get(ROLE_VARIABLE, default="") or ""
 
 
+def _in_group(context: Any, task_id: str) -> str:
+    """``task_id`` inside the task group of the running task (each model type has its own)."""
+    group = context["ti"].task_id.rpartition(".")[0]
+    return f"{group}.{task_id}" if group else task_id
+
+
+def _uses_sagemaker(context: Any) -> bool:
+    return runtime.config(context).training_backend == "sagemaker"
+
+
 @task.branch
 def choose_backend() -> str:
     """``train_local`` or ``stage_sagemaker`` of this task group, as the ``training_backend`` Param says."""
     context = get_current_context()
-    group = context["ti"].task_id.rpartition(".")[0]
-    first = "stage_sagemaker" if runtime.config(context).training_backend == "sagemaker" else "train_local"
-    return f"{group}.{first}" if group else first
+    return _in_group(context, "stage_sagemaker" if _uses_sagemaker(context) else "train_local")
 
 
 @task(multiple_outputs=True)
@@ -166,9 +174,15 @@ def fetch_sagemaker_model(model_type: str, fine_tuned_from: dict[str, Any] | Non
 
 
 @task(trigger_rule="none_failed_min_one_success")
-def trained_model(local: dict[str, Any] | None, sagemaker: dict[str, Any] | None) -> dict[str, Any]:
-    """Whichever backend ran (the other branch was skipped): what evaluation and registration read."""
-    result = local or sagemaker
+def trained_model() -> dict[str, Any]:
+    """Whichever backend ran: what evaluation and registration read.
+
+    Only that backend's XCom is read (the same decision as ``choose_backend``): the
+    skipped branch has none, and asking for it makes Airflow log an "XCom not found" error.
+    """
+    context = get_current_context()
+    source = "fetch_sagemaker_model" if _uses_sagemaker(context) else "train_local"
+    result = context["ti"].xcom_pull(task_ids=_in_group(context, source))
     if result is None:
         raise RuntimeError("neither training backend produced a model: check the train_* tasks of this group")
     return result
