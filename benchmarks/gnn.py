@@ -2,7 +2,8 @@
 
 On the SVEN training pairs (``/work/shared/datasets/sven-train``: vulnerable
 Python functions and their real fixes) with grouped, CWE-stratified K-fold
-cross-validation — a repository never straddles train and test — this trains
+cross-validation — the pipeline's own leakage groups, so a pair, commit or
+repository never straddles train and test — this trains
 the GNN twice per fold, on
 
 * ``full``: AST + control-flow + data-flow + call edges, rule marks and the taint
@@ -75,14 +76,15 @@ def load_samples(data: str) -> list[Any]:
     return samples
 
 
-def folds(samples: Sequence[Any], k: int, seed: int) -> list[np.ndarray]:
-    """Test indices per fold: grouped by repository, stratified by CWE × label."""
+def folds(samples: Sequence[Any], groups: Sequence[str], k: int, seed: int) -> list[np.ndarray]:
+    """Test indices per fold: grouped as the pipeline's splits are (pair ∪ commit ∪ repository),
+    stratified by label × CWE."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    strata = [f"{s.cwe}:{s.label}" for s in samples]
-    groups = [s.split_group for s in samples]
+    from streamguard_ml.splits import strata
+
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [test for _, test in splitter.split(np.zeros(len(samples)), strata, groups)]
+    return [test for _, test in splitter.split(np.zeros(len(samples)), strata(samples), groups)]
 
 
 def split_data(samples: Sequence[Any], graphs: Sequence[Any], idx: Sequence[int]) -> Any:
@@ -99,12 +101,12 @@ def split_data(samples: Sequence[Any], graphs: Sequence[Any], idx: Sequence[int]
     return SplitData(records, pack_graphs([graphs[i] for i in idx]), {}, {})
 
 
-def validation_part(samples: Sequence[Any], train_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_part(groups: Sequence[str], train_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A grouped 15 % of the training fold for early stopping."""
     from sklearn.model_selection import GroupShuffleSplit
 
-    groups = [samples[i].split_group for i in train_idx]
-    fit_part, val_part = next(GroupShuffleSplit(1, test_size=0.15, random_state=seed).split(train_idx, groups=groups))
+    fit_part, val_part = next(GroupShuffleSplit(1, test_size=0.15, random_state=seed).split(
+        train_idx, groups=[groups[i] for i in train_idx]))
     return train_idx[fit_part], train_idx[val_part]
 
 
@@ -129,24 +131,23 @@ def train_gnn(train: Any, val: Any, args: argparse.Namespace) -> Any:
     return kind, model
 
 
-def graphs_per_second(kind: Any, model: Any, data: Any, batch_size: int, train: bool) -> float:
-    """One pass over ``data``: a training epoch (forward, backward, AdamW) or inference."""
+def train_graphs_per_second(kind: Any, model: Any, data: Any, batch_size: int) -> float:
+    """One training epoch over ``data`` with the library's own step (fused AdamW, schedule,
+    clipping), on a copy so the model that was scored and explained stays as it is."""
+    import copy
+
     import torch
 
-    from streamguard_ml.inference import score_split
+    from streamguard_ml.train import adamw, optimizer_step, warmup_linear
 
+    model = copy.deepcopy(model).train()
+    optimizer = adamw(model, 1e-5, 0.01)
+    scheduler = warmup_linear(optimizer, 0, max(1, -(-len(data) // batch_size)))
     started = time.perf_counter()
-    if not train:
-        score_split(kind, model, data, 32)
-        return len(data) / (time.perf_counter() - started)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    model.train()
     for batch in kind.batches(data, batch_size, shuffle=True, seed=0):
         logits, _ = kind.forward(model, batch)
         torch.nn.functional.cross_entropy(logits, batch.labels).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+        optimizer_step(model, optimizer, scheduler, 1.0)
     return len(data) / (time.perf_counter() - started)
 
 
@@ -231,6 +232,7 @@ def main() -> None:
 
     from streamguard_ml.graphs import MARK_BIT, ast_only, build_graph
     from streamguard_ml.inference import score_split
+    from streamguard_ml.splits import leakage_groups
 
     args = parse_args()
     samples = load_samples(args.data)
@@ -250,18 +252,20 @@ def main() -> None:
     speed: dict[str, dict[str, list[float]]] = {v: {"train": [], "infer": []} for v in variants}
     explained: dict[str, list] = {"truth": [], "ig": [], "attention": [], "bandit": [], "bandit_truth": []}
     size: dict[str, Any] = {}
-    test_folds = folds(samples, args.folds, args.seed)
+    groups = leakage_groups(samples)
+    test_folds = folds(samples, groups, args.folds, args.seed)
     for k, test_idx in enumerate(test_folds):
         train_idx = np.setdiff1d(np.arange(len(samples)), test_idx)
-        fit_idx, val_idx = validation_part(samples, train_idx, args.seed + k)
+        fit_idx, val_idx = validation_part(groups, train_idx, args.seed + k)
         for name, graphs in variants.items():
             t0 = time.perf_counter()
-            kind, model = train_gnn(split_data(samples, graphs, fit_idx), split_data(samples, graphs, val_idx), args)
+            fit = split_data(samples, graphs, fit_idx)
+            kind, model = train_gnn(fit, split_data(samples, graphs, val_idx), args)
             test = split_data(samples, graphs, test_idx)
+            scored = time.perf_counter()
             oof[name][test_idx] = score_split(kind, model, test, 32).prob
-            speed[name]["infer"].append(graphs_per_second(kind, model, test, args.batch_size, train=False))
-            speed[name]["train"].append(graphs_per_second(kind, model, split_data(samples, graphs, fit_idx),
-                                                          args.batch_size, train=True))
+            speed[name]["infer"].append(len(test) / (time.perf_counter() - scored))
+            speed[name]["train"].append(train_graphs_per_second(kind, model, fit, args.batch_size))
             if name == "full":
                 size = model_size(model)
                 if args.explain:
