@@ -30,6 +30,7 @@ from .store import Store
 CRITERIA = ("feedback_volume", "accuracy_drift", "fpr_rise", "score_drift", "input_drift", "schedule")
 SCORE_BINS = np.linspace(0.0, 1.0, 11)
 MONITOR_PREFIX = "monitor"
+FORCED_REASON = "forced by a person (force_retrain)"
 
 
 @dataclass(frozen=True)
@@ -155,21 +156,28 @@ def _rates(records: Sequence[fb.Feedback]) -> tuple[float, float | None]:
     return correct / len(records), (fp / (fp + tn) if fp + tn else None)
 
 
-def evaluate(state: ModelState, t: Thresholds, now: datetime) -> list[Criterion]:
-    """Every criterion for one model (held or not, with the numbers)."""
+def evaluate(state: ModelState, t: Thresholds, now: datetime, only: Sequence[str] | None = None) -> list[Criterion]:
+    """The criteria for one model (all, or those in ``only``), held or not, with the numbers.
+
+    Criteria not asked for are not computed: a sensor polls often, and the drift
+    criteria rebuild a program graph for every feedback sample.
+    """
     m = state.model
+    names = [name for name in CRITERIA if only is None or name in only]
     if state.champion_version is None:
-        return [Criterion(name, m, False, "no deployed (champion) version to monitor") for name in CRITERIA]
+        return [Criterion(name, m, False, "no deployed (champion) version to monitor") for name in names]
     n = len(state.feedback)
     out = [Criterion("feedback_volume", m, n >= t.feedback_count,
                      f"{n} verdicts since v{state.champion_version} was trained (threshold {t.feedback_count})",
                      n, t.feedback_count)]
-    out += _rate_criteria(state, t)
-    out += _psi_criteria(state, t)
+    if {"accuracy_drift", "fpr_rise"} & set(names):
+        out += _rate_criteria(state, t)
+    if {"score_drift", "input_drift"} & set(names):
+        out += _psi_criteria(state, t)
     days = (now - state.last_training_at).total_seconds() / 86400 if state.last_training_at else math.inf
     out.append(Criterion("schedule", m, days >= t.max_days,
                          f"last training {days:.1f} days ago (retrain every {t.max_days})", round(days, 2), t.max_days))
-    return out
+    return [c for c in out if c.name in names]
 
 
 def _rate_criteria(state: ModelState, t: Thresholds) -> list[Criterion]:
@@ -228,8 +236,8 @@ def check(store: Store, thresholds: Thresholds | None = None, now: datetime | No
     t = thresholds or Thresholds()
     now = now or datetime.now(timezone.utc)
     states = [model_state(store, m) for m in (models or REGISTRY_NAMES.values())]
-    criteria = [c for s in states for c in evaluate(s, t, now) if only is None or c.name in only]
-    reasons = [c.reason() for c in criteria if c.held] + (["forced by a person (force_retrain)"] if force else [])
+    criteria = [c for s in states for c in evaluate(s, t, now, only)]
+    reasons = [c.reason() for c in criteria if c.held] + ([FORCED_REASON] if force else [])
     feedback_keys = sorted({k for s in states for k in s.feedback_keys})
     return {
         "should_retrain": bool(reasons),

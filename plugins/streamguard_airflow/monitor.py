@@ -11,7 +11,7 @@ runs, so they can be tuned from the UI without touching code.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, get_current_context, task
@@ -51,28 +51,27 @@ class RetrainingCriterionSensor(BaseSensorOperator):
         for c in decision["criteria"]:
             log.info("%s %s: %s", "HOLDS" if c["held"] else "no", c["name"], f"{c['model']}: {c['detail']}")
         held = [c for c in decision["criteria"] if c["held"]]
-        return PokeReturnValue(is_done=bool(held), xcom_value={"held": held, "feedback": decision["feedback"],
-                                                               "champions": decision["champions"]})
+        return PokeReturnValue(is_done=bool(held), xcom_value={"held": held})
 
 
 @task(trigger_rule="all_done")
 def decide(sensor_task_ids: list[str]) -> dict[str, Any]:
     """Merge what the sensors found (plus a person's force), and claim the day's one retraining."""
-    from streamguard_ml.drift import check, claim_daily_slot
+    from streamguard_ml.drift import FORCED_REASON, Criterion, check, claim_daily_slot
 
     context = get_current_context()
     params = context["params"]
     store = runtime.store(context)
     sensed = [context["ti"].xcom_pull(task_ids=task_id) for task_id in sensor_task_ids]  # None when skipped
-    full = check(store, _thresholds(params), force=bool(params.get("force_retrain")))
-    held = [c for s in sensed if s for c in s["held"]]
-    reasons = [f"{c['model']}: {c['name']}: {c['detail']}" for c in held]
+    full = check(store, _thresholds(params))
+    reasons = [Criterion(**c).reason() for s in sensed if s for c in s["held"]]
     if params.get("force_retrain"):
-        reasons.append("forced by a person (force_retrain)")
+        reasons.append(FORCED_REASON)
     decision = {**full, "reasons": reasons, "should_retrain": bool(reasons)}
-    day = decision["checked_at"][:10]
+    checked_at = datetime.fromisoformat(decision["checked_at"])
+    day = checked_at.date().isoformat()
     decision["trigger_run_id"] = f"retrain__{day}"
-    if decision["should_retrain"] and not claim_daily_slot(store, decision):
+    if decision["should_retrain"] and not claim_daily_slot(store, decision, checked_at):
         decision.update(should_retrain=False, blocked="a retraining was already triggered today "
                         f"({day}); at most one per day")
     decision["conf"] = {"retrain_reasons": reasons, "feedback": decision["feedback"],
