@@ -199,10 +199,13 @@ def _is_source_attribute(name: str) -> bool:
                (r["attribute"] for r in taint_rules()["sources"] if "attribute" in r))
 
 
+#: Leaves whose text (identifiers) or kind (literals) are their sub-tokens.
+_LEAF_TYPES = frozenset({"identifier", "integer", "float", "true", "false", "none", "type_conversion"})
+#: Operators whose sub-tokens are their operator symbols.
+_OPERATOR_TYPES = frozenset({"binary_operator", "comparison_operator", "boolean_operator", "augmented_assignment",
+                             "unary_operator"})
 #: Node types that carry sub-tokens (every other node has none).
-_TOKEN_TYPES = frozenset({"identifier", "integer", "float", "true", "false", "none", "type_conversion", "string",
-                          "binary_operator", "comparison_operator", "boolean_operator", "augmented_assignment",
-                          "unary_operator"})
+_TOKEN_TYPES = _LEAF_TYPES | _OPERATOR_TYPES | {"string"}
 
 
 class _Builder:
@@ -242,19 +245,17 @@ class _Builder:
         g.types.append(t)
         g.start_line.append(node.start_point[0] + 1)
         g.end_line.append(node.end_point[0] + 1)
-        g.tokens.append(self._tokens(node) if t in _TOKEN_TYPES else [])
+        g.tokens.append(self._tokens(node, t) if t in _TOKEN_TYPES else [])
         g.marks.append(0)
         return i
 
-    def _tokens(self, node: Any) -> list[str]:
-        t = node.type
-        if t in ("identifier", "integer", "float", "true", "false", "none", "type_conversion"):
+    def _tokens(self, node: Any, t: str) -> list[str]:
+        if t in _LEAF_TYPES:
             return subtokens(node.text.decode("utf-8", "replace")) if t == "identifier" else [t]
         if t == "string":
             content = b" ".join(c.text for c in node.children if c.type in ("string_start", "string_content"))
             return subtokens(content.decode("utf-8", "replace"))
-        if t in ("binary_operator", "comparison_operator", "boolean_operator", "augmented_assignment",
-                 "unary_operator"):
+        if t in _OPERATOR_TYPES:
             return [c.type for c in node.children if not c.is_named][:SUBTOKENS_PER_NODE]
         return []
 
@@ -271,7 +272,7 @@ class _Builder:
         rules = taint_rules()
         for i, (node, t) in enumerate(zip(self.nodes, self.g.types)):
             if t == "call":
-                self._mark_call(i, node, rules)
+                self._mark_call(i, node)
             elif t in ("attribute", "subscript"):
                 name = dotted(node) if t == "attribute" else None
                 if name and _is_source_attribute(name):
@@ -283,7 +284,7 @@ class _Builder:
                     if ident is not None and ident.text not in (b"self", b"cls") and self.idx(ident) is not None:
                         self.g.marks[self.idx(ident)] |= MARK_BIT["source"]
 
-    def _mark_call(self, i: int, node: Any, rules: dict) -> None:
+    def _mark_call(self, i: int, node: Any) -> None:
         fn, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
         callee = callee_name(fn) if fn is not None else None
         arg_nodes = [a for a in (args.named_children if args is not None else []) if a.type != "comment"]

@@ -47,14 +47,6 @@ def latest(store: Store) -> dict[str, Any]:
     return store.read_json(layout.latest_dataset())
 
 
-def published(store: Store, run: str) -> dict[str, Any]:
-    """The publication record of one run."""
-    key = layout.publication(run)
-    if not store.exists(key):
-        raise NotPublishedError(f"run {run} has published no dataset in {store.root}")
-    return store.read_json(key)
-
-
 def adopt(store: Store, run: str, record: dict[str, Any]) -> dict[str, Any]:
     """Copy a published dataset into ``run``; returns the same document ``finalize`` would have.
 

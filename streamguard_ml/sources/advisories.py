@@ -103,13 +103,11 @@ def _documents(uri: str) -> Iterable[dict[str, Any]]:
 class AdvisoryIndex:
     """Advisories by id / alias and by fix commit, and the join onto raw records."""
 
-    def __init__(self, advisories: Iterable[Advisory] = ()):
+    def __init__(self) -> None:
         self.by_id: dict[str, Advisory] = {}
         self.by_commit: dict[str, Advisory] = {}
         self.count = 0
         self.enriched = 0
-        for adv in advisories:
-            self.add(adv)
 
     def add(self, adv: Advisory) -> None:
         self.count += 1
@@ -117,9 +115,6 @@ class AdvisoryIndex:
             self.by_id.setdefault(key.upper(), adv)
         for commit in adv.commits:
             self.by_commit.setdefault(commit, adv)
-
-    def __len__(self) -> int:
-        return self.count
 
     def lookup(self, rec: dict[str, Any]) -> Advisory | None:
         cve = rec.get("cve")
