@@ -24,6 +24,8 @@ PRODUCTION_BASE_MODEL = "microsoft/codebert-base"
 MODEL_TYPES = ("gnn", "transformer")
 #: Registry names of the two models, keyed by model type.
 REGISTRY_NAMES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transformer"}
+#: Registry name → model type (the reverse of :data:`REGISTRY_NAMES`).
+MODEL_TYPE_OF = {name: kind for kind, name in REGISTRY_NAMES.items()}
 TRAINING_BACKENDS = ("local", "sagemaker")
 
 

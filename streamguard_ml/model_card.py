@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import layout
-from .config import REGISTRY_NAMES
+from .config import MODEL_TYPE_OF
 from .store import Store, json_bytes
 
 LEVEL = 0.95
@@ -186,10 +186,9 @@ def build_card(mv: Any, predictions: Any | None = None, training: dict[str, Any]
     """The JSON model card of a :class:`~streamguard_ml.registry.ModelVersion`."""
     training = training or {}
     data = dataset_card or {}
-    model_types = {name: kind for kind, name in REGISTRY_NAMES.items()}
     card: dict[str, Any] = {
         "model": mv.model, "version": mv.version,
-        "model_type": training.get("model_type") or model_types.get(mv.model, "unknown"),
+        "model_type": training.get("model_type") or MODEL_TYPE_OF.get(mv.model, "unknown"),
         "created_at": mv.created_at, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "artifact_uri": mv.artifact_uri, "lineage": mv.lineage, "params": mv.params,
         "data": {k: data.get(k) for k in ("run", "content_hash", "samples", "augmented", "pairs", "per_split",
@@ -270,12 +269,12 @@ def render_markdown(card: dict[str, Any]) -> str:
 # -- inputs and output ---------------------------------------------------------------
 def run_inputs(store: Store, run: str, model_type: str) -> dict[str, Any]:
     """What a training run left for the card: predictions, training summary, dataset card, explanations."""
-    import pandas as pd
+    from .evaluate import read_predictions
 
     eval_dir, model_dir = layout.eval_dir(run, model_type), layout.model_dir(run, model_type)
     found: dict[str, Any] = {}
     if store.exists(f"{eval_dir}/challenger-predictions.parquet"):
-        found["predictions"] = pd.read_parquet(io.BytesIO(store.read_bytes(f"{eval_dir}/challenger-predictions.parquet")))
+        found["predictions"] = read_predictions(store, run, model_type, "challenger")
     for name, key in (("training", f"{model_dir}/training.json"), ("dataset_card", layout.dataset_card(run, "json")),
                       ("explanations", f"{eval_dir}/challenger-explanations.json")):
         if store.exists(key):

@@ -89,11 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..config import REGISTRY_NAMES
+    from ..config import MODEL_TYPE_OF
     from ..evaluate import evaluate_model
 
     mv = resolve_version(args)
-    model_type = {v: k for k, v in REGISTRY_NAMES.items()}.get(mv.model)
+    model_type = MODEL_TYPE_OF.get(mv.model)
     if model_type is None:
         raise UsageError(f"{mv.model} is not a model this pipeline evaluates")
     with tempfile.TemporaryDirectory() as tmp:

@@ -156,16 +156,15 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from ..config import REGISTRY_NAMES
+    from ..config import MODEL_TYPE_OF
     from ..model_card import run_inputs, write_model_card
 
     registry = _registry(args)
     mv = registry.resolve(_name(args.model), args.version)
     prefix = registry.card_prefix(mv.model, mv.version)
     if args.refresh or not registry.store.exists(f"{prefix}/model_card.json"):
-        kinds = {name: kind for kind, name in REGISTRY_NAMES.items()}
         run = mv.lineage.get("run")
-        inputs = run_inputs(registry.store, run, kinds[mv.model]) if run and mv.model in kinds else {}
+        inputs = run_inputs(registry.store, run, MODEL_TYPE_OF[mv.model]) if run and mv.model in MODEL_TYPE_OF else {}
         write_model_card(registry.store, prefix, mv, **inputs)
     card = registry.store.read_json(f"{prefix}/model_card.json")
     card["markdown_uri"] = registry.store.uri(f"{prefix}/model_card.md")
