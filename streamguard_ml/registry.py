@@ -133,10 +133,14 @@ class Registry:
         return mv
 
     def get(self, model: str, version: int) -> ModelVersion:
+        self._require(model, version)
+        return self._version(model, version, self._state(model))
+
+    def _require(self, model: str, version: int) -> None:
+        """Fail clearly on an unknown version (without replaying the log, as ``get`` does)."""
         known = self.versions(model)
         if version not in known:
             raise RegistryError(f"{model} has no version {version} (known: {known or 'none'})")
-        return self._version(model, version, self._state(model))
 
     def list(self, model: str | None = None) -> list[ModelVersion]:
         out = []
@@ -240,18 +244,18 @@ class Registry:
     def set_status(self, model: str, version: int, status: str, reason: str = "") -> ModelVersion:
         if status not in STATUSES:
             raise RegistryError(f"status {status!r}: use one of {STATUSES}")
-        self.get(model, version)
+        self._require(model, version)
         self._append(model, lambda _: {"event": "status", "version": version, "status": status, "reason": reason})
         return self.get(model, version)
 
     def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> ModelVersion:
-        self.get(model, version)
+        self._require(model, version)
         self._append(model, lambda _: {"event": "decision", "version": version, "decision": decision})
         return self.get(model, version)
 
     def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
         """Make ``version`` the champion (what serving reads); the previous one is archived."""
-        self.get(model, version)
+        self._require(model, version)
         self._append(model, lambda seq: {"event": "promoted", "version": version, "reason": reason,
                                          "previous": self._state(model, seq).aliases.get(CHAMPION)})
         return self.get(model, version)
