@@ -13,6 +13,7 @@ import re
 import textwrap
 import tokenize
 from collections import Counter, defaultdict
+from functools import lru_cache
 from typing import Iterable
 
 from .config import QualityLimits
@@ -117,8 +118,13 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@lru_cache(maxsize=1 << 16)
 def fingerprint(code: str) -> str:
-    """What makes two samples the same code: the digest of :func:`normalised_code`."""
+    """What makes two samples the same code: the digest of :func:`normalised_code`.
+
+    Cached: daily ingestion asks for the same sample's fingerprint three times (corpus
+    lookup, de-duplication, the corpus row), and tokenizing a function is the cost.
+    """
     return _digest(normalised_code(code))
 
 
