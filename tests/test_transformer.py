@@ -233,9 +233,7 @@ def test_evaluation_reports_anomaly_and_line_localisation(archive, processed_run
     assert metrics["localisation_samples"] == 3  # vulnerable samples whose fixed lines are known
     assert 0 <= metrics["localisation_top1"] <= metrics["localisation_top3"] <= 1
     assert metrics["ig_completeness_held"] == 1.0
-    # In-distribution test code is rarely anomalous; with ~35 validation samples calibrating a tiny
-    # model the 99 % cut is the validation maximum, so a few test samples may pass it (5 of 34 seen).
-    assert 0 < metrics["anomaly_mean"] < 1 and 0 <= metrics["anomalous_share"] <= 0.25
+    assert 0 < metrics["anomaly_mean"] < 1 and 0 <= metrics["anomalous_share"] <= 0.1
 
 
 def test_predict_flags_code_unlike_the_training_data(archive, processed_run, tmp_path):
