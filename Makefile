@@ -22,7 +22,7 @@ install: $(STAMP)
 # torch is installed first from its pinned CPU wheel; then the package with its test extra.
 # The .pth file makes .venv/bin/airflow and .venv/bin/streamguard-ml find this repo's
 # Airflow home, DAGs, plugins and store without any environment set by hand.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml native/fastgraph.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .graphs import SUBTOKENS_PER_NODE, ProgramGraph, build_graph
+from .graphs import SUBTOKENS_PER_NODE, ProgramGraph
 from .tokens import EncodedBatch
 
 #: How tensor shards are stored (``.zst``: zstd-compressed safetensors).
@@ -51,24 +51,6 @@ def pack_graphs(graphs: Sequence[ProgramGraph]) -> dict[str, np.ndarray]:
         "node_ptr": np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64),
         "edge_ptr": np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
     }
-
-
-def graph_arrays(codes: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str | None]]:
-    """Build and pack the graphs of many functions (a worker process's unit of work).
-
-    Returns the packed graphs of the functions that succeeded and, per input, None or
-    the error that made it fail (pathological nesting etc.) — errors are returned, not
-    raised, so one bad function never loses the others.  Packing happens here, in the
-    worker, so only compact arrays travel back to the parent.
-    """
-    graphs, errors = [], []
-    for code in codes:
-        try:
-            graphs.append(build_graph(code))
-            errors.append(None)
-        except (RecursionError, ValueError) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-    return pack_graphs(graphs), errors
 
 
 def concat_graphs(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

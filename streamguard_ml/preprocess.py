@@ -5,10 +5,10 @@ Three steps, so Airflow can map the middle one over shards:
 1. :func:`plan` assigns every ingested sample to a split (grouped, stratified)
    and writes one input file per shard; splitting *before* the heavy work means
    shards never straddle splits and augmentation only ever touches ``train``.
-2. :func:`process_shard` builds program graphs (worker processes) and tokens
-   (one batched call) for one shard — :func:`process_shards` for many with one
-   pool of workers; it is resumable — a shard whose outputs match its input
-   digest is skipped.
+2. :func:`process_shard` builds program graphs and tokens for one shard —
+   :func:`process_shards` for many with one pool of worker threads (the C graph
+   builder and the Rust tokenizer release the GIL); it is resumable — a shard
+   whose outputs match its input digest is skipped.
 3. :func:`finalize` writes the manifest, per-split ``dataset.json`` and the
    dataset card with the content hash used as lineage.
 """
@@ -24,16 +24,16 @@ import os
 import tempfile
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import layout
 from .augment import augment_pairs
 from .config import PipelineConfig
-from .dataset import TENSOR_SUFFIX, concat_graphs, graph_arrays, pack_graphs, pack_tokens, save_arrays
+from .dataset import TENSOR_SUFFIX, concat_graphs, pack_graphs, pack_tokens, save_arrays
+from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
 from .ingest import DatasetError, check_trainable, read_samples, write_samples
 from .records import Rejected, Sample
@@ -86,65 +86,51 @@ def plan(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     return shards
 
 
-def _worker_context() -> Any:
-    """Workers forked from a clean server process that has imported only the graph code.
+class ShardWorkers:
+    """Graphs and tokens of many functions, built by a pool of threads.
 
-    ``spawn`` would re-import the parent's ``__main__`` in every worker (in an Airflow
-    task that is Airflow itself, seconds each); ``fork`` would copy a parent that may
-    hold threads and locks.  A fork server started once with ``streamguard_ml.dataset``
-    preloaded gives clean workers in milliseconds.
-    """
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["streamguard_ml.dataset"])
-    return ctx
-
-
-class GraphWorkers:
-    """Graph building in worker processes, started once and shared by every shard of a call.
-
-    Chunks of several shards are queued at once, so the workers never wait while the
-    parent tokenizes and writes a finished shard.  Small jobs (or ``workers <= 1``) run
-    in the parent: starting the fork server and workers costs ~0.2 CPU-seconds, more
-    than it saves below ~1,000 functions (measured with benchmarks/preprocess.py) — and
-    in Airflow, task mapping already runs small shards side by side.
+    The C graph builder (:mod:`.fastgraph`) and the Rust tokenizer both release the
+    GIL, so threads keep every core busy with no processes to start and no results
+    to pickle.  Chunks of several shards are queued at once, so the threads never
+    wait while the parent writes a finished shard.
     """
 
-    MIN_PARALLEL = 1000
-
-    def __init__(self, workers: int, total: int, progress: Any = None):
-        self.workers = workers if total >= self.MIN_PARALLEL else 1
+    def __init__(self, workers: int, total: int, tokenizer: Any, progress: Any = None):
+        self.workers = max(1, workers)
         self.chunk = max(16, min(256, -(-total // (self.workers * 4))))
+        self.tokenizer = tokenizer
         self.progress = progress
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | None = None
 
-    def __enter__(self) -> "GraphWorkers":
-        if self.workers > 1:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_worker_context())
+    def __enter__(self) -> "ShardWorkers":
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="preprocess")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def submit(self, codes: Sequence[str]) -> Callable[[], tuple[dict[str, Any], list[str | None]]]:
-        """Queue the graphs of ``codes``; the returned callable waits for (packed graphs, errors)."""
+    def submit(self, codes: Sequence[str]) -> Callable[[], tuple[dict[str, Any], list[str | None], EncodedBatch]]:
+        """Queue ``codes``; the returned callable waits for (packed graphs, graph errors, tokens)."""
+        assert self.pool is not None, "use ShardWorkers as a context manager"
         chunks = [list(codes[i : i + self.chunk]) for i in range(0, len(codes), self.chunk)]
-        if self.pool is None:
-            return lambda: self._gather([self._tick(graph_arrays(c), len(c)) for c in chunks])
-        futures = [self.pool.submit(graph_arrays, c) for c in chunks]
-        for future, c in zip(futures, chunks):
-            future.add_done_callback(lambda _, n=len(c): self._tick(None, n))
+        futures = [self.pool.submit(self._work, c) for c in chunks]
         return lambda: self._gather([f.result() for f in futures])
 
-    def _tick(self, result: Any, n: int) -> Any:
+    def _work(self, codes: list[str]) -> tuple[dict[str, Any], list[str | None], EncodedBatch]:
+        graphs, errors = graph_arrays(codes)
+        tokens = encode(self.tokenizer, codes)
         if self.progress is not None:
-            self.progress.update(n)
-        return result
+            self.progress.update(len(codes))
+        return graphs, errors, tokens
 
     @staticmethod
-    def _gather(parts: list[tuple[dict[str, Any], list[str | None]]]) -> tuple[dict[str, Any], list[str | None]]:
-        graphs = concat_graphs([g for g, _ in parts]) if parts else pack_graphs([])
-        return graphs, [e for _, errors in parts for e in errors]
+    def _gather(parts: list[tuple[dict[str, Any], list[str | None], EncodedBatch]]
+                ) -> tuple[dict[str, Any], list[str | None], EncodedBatch]:
+        graphs = concat_graphs([g for g, _, _ in parts]) if parts else pack_graphs([])
+        errors = [e for _, errs, _ in parts for e in errs]
+        tokens = EncodedBatch([i for _, _, t in parts for i in t.ids], [x for _, _, t in parts for x in t.lines])
+        return graphs, errors, tokens
 
 
 def _digest(data: bytes, cfg: PipelineConfig) -> str:
@@ -195,13 +181,12 @@ def _read_shard(store: Store, run: str, split: str, index: int, cfg: PipelineCon
 @_old_heap_frozen
 def process_shards(store: Store, run: str, shards: Sequence[tuple[str, int]], cfg: PipelineConfig,
                    workers: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    """Graphs, tokens and records for several shards with one pool of worker processes.
+    """Graphs, tokens and records for several shards with one pool of worker threads.
 
     Shards already processed for their current input are skipped (resumable).  Graphs
-    are built in the workers while the parent tokenizes (one batched call per shard)
-    and writes; the graphs of the next ``AHEAD`` shards are queued meanwhile, so the
-    workers never idle and finished-but-unwritten results stay bounded.  ``progress``
-    shows a per-function bar (the CLI).
+    and tokens are built by worker threads while the parent writes; the next ``AHEAD``
+    shards are queued meanwhile, so the workers never idle and finished-but-unwritten
+    results stay bounded.  ``progress`` shows a per-function bar (the CLI).
     """
     from tqdm.auto import tqdm
 
@@ -210,17 +195,16 @@ def process_shards(store: Store, run: str, shards: Sequence[tuple[str, int]], cf
     total = sum(len(r.samples) for r in todo)
     results: dict[tuple[str, int], dict[str, Any]] = {(r["split"], i): r for r, (_, i) in zip(read, shards)
                                                       if isinstance(r, dict)}
-    bar = tqdm(total=total, desc="graphs", unit=" fn", disable=None if progress else True, leave=False)
-    with bar, GraphWorkers(workers or os.cpu_count() or 1, total, bar) as pool:
+    bar = tqdm(total=total, desc="graphs + tokens", unit=" fn", disable=None if progress else True, leave=False)
+    tokenizer = load_tokenizer(cfg.base_model) if todo else None
+    with bar, ShardWorkers(workers or os.cpu_count() or 1, total, tokenizer, bar) as pool:
         pending: deque = deque()
-        tokenizer = load_tokenizer(cfg.base_model) if todo else None
         while todo or pending:
             while todo and len(pending) <= AHEAD:
                 shard = todo.popleft()
                 pending.append((shard, pool.submit([s.code for s in shard.samples])))
-            shard, graphs = pending.popleft()
-            tokens = encode(tokenizer, [s.code for s in shard.samples])
-            results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *graphs(), tokens)
+            shard, built = pending.popleft()
+            results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *built())
     return [results[(split, index)] for split, index in shards]
 
 
@@ -294,10 +278,11 @@ def finalize(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
         if labels != {0, 1}:
             raise DatasetError(f"after preprocessing, the {split} split has labels {sorted(labels)}: "
                                "add data so every split has vulnerable and safe samples")
+    columns = {k: records[k].tolist() for k in ("id", "split", "pair_id", "leak_group", "label", "cwe")}
     store.write_jsonl(layout.manifest(run), (
-        {"id": r.id, "split": r.split, "pair_id": _present(r.pair_id), "group": r.leak_group,
-         "label": int(r.label), "cwe": _present(r.cwe), "augmented": "~aug" in r.id}
-        for r in records.itertuples()))
+        {"id": i, "split": split, "pair_id": _present(pair), "group": group, "label": int(label),
+         "cwe": _present(cwe), "augmented": "~aug" in i}
+        for i, split, pair, group, label, cwe in zip(*columns.values())))
     content_hash = dataset_hash(records)
     meta = {"run": layout.run_key(run), "base_model": cfg.base_model, "graph_format": GRAPH_FORMAT_VERSION,
             "vocabulary": vocabulary()["version"], "vocabulary_size": vocabulary()["size"],
@@ -323,10 +308,12 @@ def _present(value: Any) -> Any:
 
 def dataset_hash(records: Any) -> str:
     """SHA-256 over (split, id, label, code hash) in a canonical order: the data's lineage id."""
+    rows = sorted(zip(records["split"].tolist(), records["id"].tolist(), records["label"].tolist(),
+                      records["code"].tolist()), key=lambda r: (r[0], r[1]))
     h = hashlib.sha256()
-    for r in records.sort_values(["split", "id"]).itertuples():
-        h.update(f"{r.split}\x1f{r.id}\x1f{int(r.label)}\x1f".encode())
-        h.update(hashlib.sha256(r.code.encode()).digest())
+    for split, sample_id, label, code in rows:
+        h.update(f"{split}\x1f{sample_id}\x1f{int(label)}\x1f".encode())
+        h.update(hashlib.sha256(code.encode()).digest())
     return h.hexdigest()
 
 

@@ -107,17 +107,20 @@ def test_preprocess_is_reproducible(tiny_base_model, tmp_path):
     assert hashes[0] == hashes[1]
 
 
-def test_worker_processes_build_exactly_what_the_parent_builds(monkeypatch):
-    """The parallel path (a fork server's workers, chunks across shards) is not a different pipeline."""
-    from streamguard_ml.dataset import graph_arrays
-    from streamguard_ml.preprocess import GraphWorkers
-    from streamguard_ml.sources.synthetic import generate_records
+def test_worker_threads_build_exactly_what_one_call_builds(tiny_base_model):
+    """The parallel path (threads, chunks across shards) is not a different pipeline."""
+    import numpy as np
 
+    from streamguard_ml.fastgraph import graph_arrays
+    from streamguard_ml.preprocess import ShardWorkers
+    from streamguard_ml.sources.synthetic import generate_records
+    from streamguard_ml.tokens import encode, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_base_model)
     codes = [r["code"] for r in generate_records(60, seed=11)]
     codes.insert(7, "x = a" + ".b" * 5000 + "\n")  # attribute chain deeper than Python's recursion limit
-    monkeypatch.setattr(GraphWorkers, "MIN_PARALLEL", 0)
-    with GraphWorkers(2, len(codes)) as pool:
-        assert pool.pool is not None and pool.chunk < len(codes)
+    with ShardWorkers(2, len(codes), tokenizer) as pool:
+        assert pool.chunk < 30
         first, second = pool.submit(codes[:30]), pool.submit(codes[30:])
         parallel = [first(), second()]
     alone, errors = graph_arrays(codes[:30])
@@ -125,6 +128,9 @@ def test_worker_processes_build_exactly_what_the_parent_builds(monkeypatch):
     for key, value in alone.items():
         assert (parallel[0][0][key] == value).all(), key
     assert parallel[1][0]["node_ptr"][-1] == graph_arrays(codes[30:])[0]["node_ptr"][-1]
+    tokens = encode(tokenizer, codes[:30])
+    assert all(np.array_equal(a, b) for a, b in zip(parallel[0][2].ids, tokens.ids))
+    assert all(np.array_equal(a, b) for a, b in zip(parallel[0][2].lines, tokens.lines))
 
 
 def test_a_function_whose_graph_fails_is_quarantined_not_lost(store, tiny_base_model, tmp_path):
