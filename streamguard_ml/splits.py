@@ -90,19 +90,22 @@ def _fold_out(y: Sequence[str], groups: Sequence[str], fraction: float, seed: in
     order = np.random.default_rng(seed).permutation(n_groups)
     order = order[np.argsort(-counts[order].std(axis=1), kind="stable")]
     folds = np.zeros((n_splits, counts.shape[1]))
-    sums, squares, sizes = folds.sum(axis=0), folds.sum(axis=0), np.zeros(n_splits)
+    sums, squares, sizes = np.zeros(counts.shape[1]), np.zeros(counts.shape[1]), np.zeros(n_splits)
+    group_size = counts.sum(axis=1)
     fold_of = np.empty(n_groups, dtype=np.int64)
-    for g in order:
+    for g in order.tolist():
         q = share[g]
+        candidate = squares + (2 * q) * folds + q * q  # sum of squares per candidate fold × class
         mean = (sums + q) / n_splits
-        var = (squares + 2 * folds * q + q * q) / n_splits - mean * mean  # per candidate fold × class
-        score = np.sqrt(np.maximum(var, 0)).mean(axis=1)
-        tied = np.flatnonzero(np.isclose(score, score.min()))
-        f = tied[np.argmin(sizes[tied])]
-        squares += 2 * folds[f] * q + q * q
+        var = candidate / n_splits - mean * mean
+        score = np.sqrt(np.maximum(var, 0, out=var), out=var).mean(axis=1)
+        best = score.min()
+        tied = np.flatnonzero(score <= best + (1e-8 + 1e-5 * abs(best)))  # np.isclose(score, best), inlined
+        f = int(tied[np.argmin(sizes[tied])]) if len(tied) > 1 else int(tied[0])
+        squares = candidate[f]
         folds[f] += q
         sums += q
-        sizes[f] += counts[g].sum()
+        sizes[f] += group_size[g]
         fold_of[g] = f
     return (fold_of[g_idx] == 0).tolist()
 
