@@ -178,6 +178,10 @@ typedef struct {
     int depth;
     TSTreeCursor cursor; int has_cursor;
     VEC(TSNode) nodes;
+    VEC(TSNode *) kids;       /* named children of every collected node (read-only, arena) */
+    VEC(uint32_t) n_kids;
+    VEC(int32_t) parent;      /* index of every collected node's parent (-1: the root) */
+    int indexed;              /* nodes are in the id map: children() may answer from kids */
     VEC(uint16_t) sym;
     VEC(uint8_t) marks;
     VEC(Edge) edges;
@@ -218,8 +222,14 @@ static void cursor_at(B *b, TSNode n) {
     else ts_tree_cursor_reset(&b->cursor, n);
 }
 
-/* children (named_only) of n, in order, into an arena array */
+static int32_t idx(B *b, TSNode n);
+
+/* children (named_only) of n, in order; the array must not be modified (it may be shared) */
 static TSNode *children(B *b, TSNode n, int named_only, uint32_t *count) {
+    if (named_only && b->indexed) {
+        int32_t i = idx(b, n);
+        if (i >= 0) { *count = b->n_kids.v[i]; return b->kids.v[i]; }
+    }
     uint32_t total = named_only ? ts_node_named_child_count(n) : ts_node_child_count(n);
     *count = 0;
     if (total == 0) return NULL;
@@ -414,6 +424,9 @@ static void collect(B *b, TSNode root) {
         VPUSH(b->marks, 0, oom);
         if (top.parent >= 0) add_edge(b, top.parent, i, C.edge_ast);
         uint32_t nc; TSNode *cs = children(b, top.n, 1, &nc);
+        VPUSH(b->kids, cs, oom);
+        VPUSH(b->parent, top.parent, oom);
+        VPUSH(b->n_kids, nc, oom);
         for (uint32_t k = nc; k-- > 0;) {
             typeof(*stack.v) item = {cs[k], i};
             VPUSH(stack, item, oom);
@@ -710,8 +723,10 @@ static Nodes concat(B *b, Nodes x, Nodes y) {
 static TSNode *statements(B *b, TSNode block, uint32_t *count) {
     uint32_t n; TSNode *cs = children(b, block, 1, &n);
     *count = 0;
-    for (uint32_t i = 0; i < n; i++) if (sym_kind(cs[i]) != K_COMMENT) cs[(*count)++] = cs[i];
-    return cs;
+    TSNode *out = arena_alloc(&b->arena, (n + 1) * sizeof(TSNode));
+    if (!out) { fail(b, 2); return NULL; }
+    for (uint32_t i = 0; i < n; i++) if (sym_kind(cs[i]) != K_COMMENT) out[(*count)++] = cs[i];
+    return out;
 }
 
 static TSNode stmts_of(B *b, TSNode block, TSNode **out, uint32_t *count) {
@@ -879,7 +894,8 @@ static void read_expr(B *b, TSNode expr, const Defs *defs) {
     if (!present(expr) || b->fail) return;
     VEC(struct { TSNode n; TSNode parent; }) stack = {0};
     int oom = 0;
-    typeof(*stack.v) first = {expr, ts_node_parent(expr)};
+    int32_t at = idx(b, expr);
+    typeof(*stack.v) first = {expr, at >= 0 && b->parent.v[at] >= 0 ? b->nodes.v[b->parent.v[at]] : ts_node_parent(expr)};
     VPUSH(stack, first, oom);
     while (stack.n && !oom && !b->fail) {
         typeof(*stack.v) top = stack.v[--stack.n];
@@ -1100,22 +1116,32 @@ static Defs *dfg_stmt(B *b, TSNode stmt, Defs *defs) {
 }
 
 /* -- taint (graphs._Builder.propagate_taint) ---------------------------------------------------------- */
-static int edge_cmp(const void *x, const void *y) {
-    const Edge *a = x, *c = y;
-    if (a->s != c->s) return a->s < c->s ? -1 : 1;
-    if (a->d != c->d) return a->d < c->d ? -1 : 1;
-    return (a->t > c->t) - (a->t < c->t);
-}
-
+/* Sort edges by (src, dst, type) and drop duplicates: a counting sort by src, then
+ * insertion sort inside each (small) bucket. */
 static void sort_edges(B *b) {
-    if (b->edges.n == 0) return;
-    qsort(b->edges.v, b->edges.n, sizeof(Edge), edge_cmp);
-    size_t w = 1;
-    for (size_t i = 1; i < b->edges.n; i++) {
-        Edge *p = &b->edges.v[w - 1], *e = &b->edges.v[i];
-        if (e->s != p->s || e->d != p->d || e->t != p->t) b->edges.v[w++] = *e;
+    size_t n = b->nodes.n, ne = b->edges.n;
+    if (ne == 0) return;
+    size_t *start = calloc(n + 2, sizeof(size_t));
+    Edge *tmp = malloc(ne * sizeof(Edge));
+    if (!start || !tmp) { free(start); free(tmp); fail(b, 2); return; }
+    for (size_t e = 0; e < ne; e++) start[b->edges.v[e].s + 1]++;
+    for (size_t i = 0; i < n; i++) start[i + 1] += start[i];
+    for (size_t e = 0; e < ne; e++) tmp[start[b->edges.v[e].s]++] = b->edges.v[e];
+    size_t w = 0, lo = 0;
+    for (size_t i = 0; i < n; i++) {  /* start[i] is now the end of bucket i */
+        size_t hi = start[i];
+        for (size_t k = lo + 1; k < hi; k++) {
+            Edge x = tmp[k];
+            size_t j = k;
+            while (j > lo && (tmp[j - 1].d > x.d || (tmp[j - 1].d == x.d && tmp[j - 1].t > x.t))) { tmp[j] = tmp[j - 1]; j--; }
+            tmp[j] = x;
+        }
+        for (size_t k = lo; k < hi; k++)
+            if (k == lo || tmp[k].d != tmp[k - 1].d || tmp[k].t != tmp[k - 1].t) b->edges.v[w++] = tmp[k];
+        lo = hi;
     }
     b->edges.n = w;
+    free(start); free(tmp);
 }
 
 static int builds_string(B *b, int32_t i) {
@@ -1192,6 +1218,8 @@ static int is_ascii(const char *s, size_t n) {
 static void reset(B *b) {
     arena_reset(&b->arena);
     b->fail = 0; b->depth = 0;
+    b->indexed = 0;
+    b->kids.n = b->n_kids.n = b->parent.n = 0;
     b->nodes.n = b->sym.n = b->marks.n = b->edges.n = b->sinks.n = 0;
     b->names_len = 0; b->n_names = 0;
     if (b->name_slot) for (size_t i = 0; i < b->name_cap; i++) b->name_slot[i] = -1;
@@ -1206,7 +1234,7 @@ static int build_one(B *b, TSParser *parser, const char *src, size_t len, Out *o
     if (tree == NULL) return 1;
     TSNode root = ts_tree_root_node(tree);
     collect(b, root);
-    if (!b->fail) build_index(b);
+    if (!b->fail) { build_index(b); b->indexed = !b->fail; }
     if (!b->fail) mark_and_link_calls(b);
     if (!b->fail) cfg_block(b, root, (Nodes){0, NULL});
     if (!b->fail) { b->depth = 0; dfg_block(b, root, defs_new(b, 0)); }
@@ -1242,7 +1270,7 @@ static int build_one(B *b, TSParser *parser, const char *src, size_t len, Out *o
 
 static void builder_free(B *b) {
     arena_free(&b->arena);
-    free(b->nodes.v); free(b->sym.v); free(b->marks.v); free(b->edges.v); free(b->sinks.v);
+    free(b->nodes.v); free(b->kids.v); free(b->n_kids.v); free(b->parent.v); free(b->sym.v); free(b->marks.v); free(b->edges.v); free(b->sinks.v);
     free(b->keys); free(b->vals);
     free(b->names_buf); free(b->name_off); free(b->name_len); free(b->name_slot);
     free(b->scratch);

@@ -102,34 +102,34 @@ def graph_arrays(codes: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str 
     from .dataset import concat_graphs, pack_graphs
 
     native = _native()
-    encoded: list[bytes | None] = []
-    for code in codes:
-        try:
-            encoded.append(code.encode("utf-8"))
-        except UnicodeEncodeError:  # lone surrogates: graphs.py reports the error
-            encoded.append(None)
-    handed: set[int] = {i for i, e in enumerate(encoded) if e is None or native is None}
-    built: dict[str, np.ndarray] | None = None
+    encoded = [_utf8(code) for code in codes]
+    built, handed = None, [i for i, e in enumerate(encoded) if e is None or native is None]
     if native is not None:
-        todo = [i for i in range(len(codes)) if i not in handed]
+        todo = [i for i, e in enumerate(encoded) if e is not None]
         raw, back = native.build([encoded[i] for i in todo])
-        built, back = _from_buffers(raw), {todo[k] for k in back}
-        handed |= back
-        order = [i for i in todo if i not in back]  # the graphs in `built`, in order
-    parts, errors, run_start, position = [], [None] * len(codes), 0, 0
-    for i, code in enumerate(codes):
-        if i not in handed:
-            position += 1
-            continue
-        if built is not None and position > run_start:
-            parts.append(_slice(built, run_start, position))
-        run_start = position
+        built = _from_buffers(raw)
+        if not handed and not back:
+            return built, [None] * len(codes)
+        handed = sorted(handed + [todo[k] for k in back])
+    # Splice: runs of natively built graphs between the ones graphs.py builds, in input order.
+    parts, errors, done, position = [], [None] * len(codes), 0, 0
+    for i in handed:
+        run = i - done  # graphs built natively since the last handed-back one
+        if built is not None and run:
+            parts.append(_slice(built, position, position + run))
+            position += run
+        done = i + 1
         try:
-            parts.append(pack_graphs([graphs.build_graph(code)]))
+            parts.append(pack_graphs([graphs.build_graph(codes[i])]))
         except GRAPH_ERRORS as exc:
             errors[i] = f"{type(exc).__name__}: {exc}"
-    if built is not None and position > run_start:
-        parts.append(_slice(built, run_start, position))
-    if native is not None:
-        assert position == len(order)
+    if built is not None and position < len(built["node_ptr"]) - 1:
+        parts.append(_slice(built, position, len(built["node_ptr"]) - 1))
     return (concat_graphs(parts) if parts else pack_graphs([])), errors
+
+
+def _utf8(code: str) -> bytes | None:
+    try:
+        return code.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: graphs.py reports the error
+        return None

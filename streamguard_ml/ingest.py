@@ -125,12 +125,17 @@ def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict
 def samples_parquet(samples: Sequence[Sample], extra: dict[str, list] | None = None) -> bytes:
     """Samples (plus extra columns) as zstd-compressed Parquet bytes."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     columns = {name: [getattr(s, name) for s in samples] for name in Sample.__dataclass_fields__}
     columns["vulnerable_lines"] = [list(map(int, s.vulnerable_lines)) for s in samples]
     columns.update(extra or {})
-    table = pa.table(columns, schema=_schema(columns))
+    return table_parquet(pa.table(columns, schema=_schema(columns)))
+
+
+def table_parquet(table: "object") -> bytes:
+    """An Arrow table as zstd-compressed Parquet bytes (the format of every samples file)."""
+    import pyarrow.parquet as pq
+
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()

@@ -35,7 +35,7 @@ from .config import PipelineConfig
 from .dataset import TENSOR_SUFFIX, concat_graphs, pack_graphs, pack_tokens, save_arrays
 from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
-from .ingest import DatasetError, check_trainable, read_samples, write_samples
+from .ingest import DatasetError, check_trainable, read_samples, table_parquet, write_samples
 from .records import Rejected, Sample
 from .splits import SPLITS, assign_splits
 from .store import Store
@@ -67,19 +67,20 @@ def _old_heap_frozen(step: Callable) -> Callable:
 @_old_heap_frozen
 def plan(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     """Assign splits and cut shards; returns small shard descriptors for task mapping."""
-    samples, _ = read_samples(store, layout.ingested(run))
+    import pyarrow as pa
+
+    samples, table = read_samples(store, layout.ingested(run))
     check_trainable(samples, f"run {run}")
     assignment = assign_splits(samples, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    write_samples(store, layout.assignment(run), samples,
-                  {"split": assignment.splits, "leak_group": assignment.groups})
+    table = table.append_column("split", pa.array(assignment.splits, pa.string())).append_column(
+        "leak_group", pa.array(assignment.groups, pa.string()))
+    store.write_bytes(layout.assignment(run), table_parquet(table.select(["id", "split", "leak_group"])))
     shards: list[dict[str, Any]] = []
-    for split in SPLITS:
-        members = [(s, g) for s, sp, g in zip(samples, assignment.splits, assignment.groups) if sp == split]
+    for split in SPLITS:  # shards are slices of the table: no per-sample Python objects on the way
+        members = [i for i, sp in enumerate(assignment.splits) if sp == split]
         for index, start in enumerate(range(0, len(members), cfg.shard_size)):
             chunk = members[start : start + cfg.shard_size]
-            key = layout.shard_input(run, split, index)
-            write_samples(store, key, [s for s, _ in chunk], {"split": [split] * len(chunk),
-                                                               "leak_group": [g for _, g in chunk]})
+            store.write_bytes(layout.shard_input(run, split, index), table_parquet(table.take(chunk)))
             shards.append({"run": layout.run_key(run), "split": split, "index": index, "samples": len(chunk)})
     store.write_json(layout.plan(run), {"shards": shards, "splits": assignment.counts(), "config": cfg.to_dict()})
     log.info("plan %s: splits=%s shards=%d", run, assignment.counts(), len(shards))
@@ -95,10 +96,8 @@ class ShardWorkers:
     wait while the parent writes a finished shard.
     """
 
-    def __init__(self, workers: int, total: int, tokenizer: Any, progress: Any = None):
+    def __init__(self, workers: int, progress: Any = None):
         self.workers = max(1, workers)
-        self.chunk = max(16, min(256, -(-total // (self.workers * 4))))
-        self.tokenizer = tokenizer
         self.progress = progress
         self.pool: ThreadPoolExecutor | None = None
 
@@ -110,16 +109,18 @@ class ShardWorkers:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def submit(self, codes: Sequence[str]) -> Callable[[], tuple[dict[str, Any], list[str | None], EncodedBatch]]:
-        """Queue ``codes``; the returned callable waits for (packed graphs, graph errors, tokens)."""
+    def submit(self, tokenizer: Any, codes: Sequence[str]
+               ) -> Callable[[], tuple[dict[str, Any], list[str | None], EncodedBatch]]:
+        """Queue ``codes`` in chunks; the returned callable waits for (packed graphs, graph errors, tokens)."""
         assert self.pool is not None, "use ShardWorkers as a context manager"
-        chunks = [list(codes[i : i + self.chunk]) for i in range(0, len(codes), self.chunk)]
-        futures = [self.pool.submit(self._work, c) for c in chunks]
+        size = max(16, -(-len(codes) // (self.workers * 2)))  # a few chunks per worker and shard
+        futures = [self.pool.submit(self._work, tokenizer, list(codes[i : i + size]))
+                   for i in range(0, len(codes), size)]
         return lambda: self._gather([f.result() for f in futures])
 
-    def _work(self, codes: list[str]) -> tuple[dict[str, Any], list[str | None], EncodedBatch]:
+    def _work(self, tokenizer: Any, codes: list[str]) -> tuple[dict[str, Any], list[str | None], EncodedBatch]:
         graphs, errors = graph_arrays(codes)
-        tokens = encode(self.tokenizer, codes)
+        tokens = encode(tokenizer, codes)
         if self.progress is not None:
             self.progress.update(len(codes))
         return graphs, errors, tokens
@@ -190,21 +191,23 @@ def process_shards(store: Store, run: str, shards: Sequence[tuple[str, int]], cf
     """
     from tqdm.auto import tqdm
 
-    read = [_read_shard(store, run, split, index, cfg) for split, index in shards]
-    todo = deque(r for r in read if isinstance(r, _ShardInput))
-    total = sum(len(r.samples) for r in todo)
-    results: dict[tuple[str, int], dict[str, Any]] = {(r["split"], i): r for r, (_, i) in zip(read, shards)
-                                                      if isinstance(r, dict)}
-    bar = tqdm(total=total, desc="graphs + tokens", unit=" fn", disable=None if progress else True, leave=False)
-    tokenizer = load_tokenizer(cfg.base_model) if todo else None
-    with bar, ShardWorkers(workers or os.cpu_count() or 1, total, tokenizer, bar) as pool:
+    queue = deque(shards)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    bar = tqdm(total=0, desc="graphs + tokens", unit=" fn", disable=None if progress else True, leave=False)
+    with bar, ShardWorkers(workers or os.cpu_count() or 1, bar) as pool:
         pending: deque = deque()
-        while todo or pending:
-            while todo and len(pending) <= AHEAD:
-                shard = todo.popleft()
-                pending.append((shard, pool.submit([s.code for s in shard.samples])))
-            shard, built = pending.popleft()
-            results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *built())
+        while queue or pending:
+            while queue and len(pending) <= AHEAD:  # read the next shards while the workers build
+                split, index = queue.popleft()
+                shard = _read_shard(store, run, split, index, cfg)
+                if isinstance(shard, dict):
+                    results[(split, index)] = shard
+                    continue
+                bar.total += len(shard.samples)
+                pending.append((shard, pool.submit(load_tokenizer(cfg.base_model), [s.code for s in shard.samples])))
+            if pending:
+                shard, built = pending.popleft()
+                results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *built())
     return [results[(split, index)] for split, index in shards]
 
 

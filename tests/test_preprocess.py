@@ -119,9 +119,8 @@ def test_worker_threads_build_exactly_what_one_call_builds(tiny_base_model):
     tokenizer = load_tokenizer(tiny_base_model)
     codes = [r["code"] for r in generate_records(60, seed=11)]
     codes.insert(7, "x = a" + ".b" * 5000 + "\n")  # attribute chain deeper than Python's recursion limit
-    with ShardWorkers(2, len(codes), tokenizer) as pool:
-        assert pool.chunk < 30
-        first, second = pool.submit(codes[:30]), pool.submit(codes[30:])
+    with ShardWorkers(2) as pool:
+        first, second = pool.submit(tokenizer, codes[:30]), pool.submit(tokenizer, codes[30:])
         parallel = [first(), second()]
     alone, errors = graph_arrays(codes[:30])
     assert errors[7] and errors[7].startswith("RecursionError") and parallel[0][1] == errors
