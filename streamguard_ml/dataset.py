@@ -67,14 +67,16 @@ def pack_tokens(batch: EncodedBatch) -> dict[str, np.ndarray]:
     }
 
 
-def save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str] | None = None) -> None:
-    """safetensors; zstd-compressed when ``path`` ends in ``.zst``."""
+def arrays_bytes(arrays: dict[str, np.ndarray], meta: dict[str, str] | None = None) -> bytes:
+    """Arrays as a zstd-compressed safetensors file (the ``TENSOR_SUFFIX`` format: a standard
+    zstd frame, so ``zstd -d`` restores the safetensors bytes)."""
     import pyarrow as pa
     from safetensors.numpy import save
 
-    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta)
-    with pa.output_stream(str(path), compression="zstd" if str(path).endswith(".zst") else None) as out:
-        out.write(data)
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as out:
+        out.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=meta))
+    return sink.getvalue().to_pybytes()
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

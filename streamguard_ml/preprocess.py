@@ -21,21 +21,19 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import layout
 from .augment import augment_pairs
 from .config import PipelineConfig
-from .dataset import TENSOR_SUFFIX, concat_graphs, pack_graphs, pack_tokens, save_arrays
+from .dataset import TENSOR_SUFFIX, arrays_bytes, concat_graphs, pack_graphs, pack_tokens
 from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
-from .ingest import DatasetError, check_trainable, read_samples, table_parquet, write_samples
+from .ingest import DatasetError, check_trainable, read_samples, samples_parquet, table_parquet
 from .records import Rejected, Sample
 from .splits import SPLITS, assign_splits
 from .store import Store
@@ -148,35 +146,46 @@ AHEAD = 2
 
 @dataclass
 class _ShardInput:
-    """One shard read (and, for ``train``, augmented), waiting for its graphs and tokens."""
+    """One shard read (and, for ``train``, augmented), waiting for its graphs and tokens.
+
+    ``table`` is the shard's Arrow table (augmented rows appended): records are written
+    from it directly, so samples never round-trip through Python objects.
+    """
 
     split: str
     index: int
     digest: str
-    samples: list[Sample]
-    group_of: dict[str, str]
+    table: Any
+    codes: list[str]
     started: float
 
 
 def _read_shard(store: Store, run: str, split: str, index: int, cfg: PipelineConfig) -> _ShardInput | dict:
     """The shard's input, or its stats when it was already processed for exactly this input."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     started = time.perf_counter()
     in_key = layout.shard_input(run, split, index)
-    digest = _digest(store.read_bytes(in_key), cfg)
+    data = store.read_bytes(in_key)
+    digest = _digest(data, cfg)
     done_key = f"{layout.shard_dir(run, split, index)}/_SUCCESS.json"
     if store.exists(done_key) and store.read_json(done_key).get("input_digest") == digest:
         stats = store.read_json(done_key)
         log.info("shard %s-%05d already processed (%d samples): skipped", split, index, stats["samples"])
         return {**stats, "skipped": True}
-    samples, table = read_samples(store, in_key)
-    group_of = dict(zip((s.id for s in samples), table.column("leak_group").to_pylist()))
+    table = pq.read_table(io.BytesIO(data))
     if split == "train" and cfg.augment_copies > 0:
+        samples = [Sample.from_dict(r) for r in table.to_pylist()]
+        group_of = dict(zip(table.column("id").to_pylist(), table.column("leak_group").to_pylist()))
         extra = augment_pairs(samples, cfg.augment_copies, cfg.seed)
-        for s in extra:
-            group_of[s.id] = group_of[s.id.split("~aug")[0]]
-        samples = samples + extra
-    log.info("shard %s-%05d: processing %d samples", split, index, len(samples))
-    return _ShardInput(split, index, digest, samples, group_of, started)
+        if extra:
+            groups = [group_of[s.id.split("~aug")[0]] for s in extra]
+            added = pq.read_table(io.BytesIO(samples_parquet(extra, {"split": [split] * len(extra),
+                                                                       "leak_group": groups})))
+            table = pa.concat_tables([table, added.cast(table.schema)])
+    log.info("shard %s-%05d: processing %d samples", split, index, table.num_rows)
+    return _ShardInput(split, index, digest, table, table.column("code").to_pylist(), started)
 
 
 @_old_heap_frozen
@@ -203,8 +212,8 @@ def process_shards(store: Store, run: str, shards: Sequence[tuple[str, int]], cf
                 if isinstance(shard, dict):
                     results[(split, index)] = shard
                     continue
-                bar.total += len(shard.samples)
-                pending.append((shard, pool.submit(load_tokenizer(cfg.base_model), [s.code for s in shard.samples])))
+                bar.total += len(shard.codes)
+                pending.append((shard, pool.submit(load_tokenizer(cfg.base_model), shard.codes)))
             if pending:
                 shard, built = pending.popleft()
                 results[(shard.split, shard.index)] = _finish_shard(store, run, shard, *built())
@@ -220,13 +229,16 @@ def process_shard(store: Store, run: str, split: str, index: int, cfg: PipelineC
 def _finish_shard(store: Store, run: str, shard: _ShardInput, graphs: dict[str, Any], errors: list[str | None],
                   tokens: EncodedBatch) -> dict[str, Any]:
     """Drop the functions whose graph failed (quarantined), write the shard and its ``_SUCCESS.json``."""
-    rejected = [Rejected(s.source_ref, "graph_error", err, id=s.id, raw=s.code)
-                for s, err in zip(shard.samples, errors) if err]
+    failed = [i for i, err in enumerate(errors) if err]
     keep = [i for i, err in enumerate(errors) if err is None]
-    samples = [shard.samples[i] for i in keep]
+    table, rejected = shard.table, []
+    if failed:
+        rejected = [Rejected(s.source_ref, "graph_error", errors[i], id=s.id, raw=s.code)
+                    for i, s in zip(failed, map(Sample.from_dict, table.take(failed).to_pylist()))]
+        table = table.take(keep)
     tokens = EncodedBatch([tokens.ids[i] for i in keep], [tokens.lines[i] for i in keep])
     out = layout.shard_dir(run, shard.split, shard.index)
-    stats = _write_shard(store, out, shard.split, samples, graphs, tokens, shard.group_of, rejected)
+    stats = _write_shard(store, out, shard.split, table, [shard.codes[i] for i in keep], graphs, tokens, rejected)
     stats.update(input_digest=shard.digest, seconds=round(time.perf_counter() - shard.started, 2))
     store.write_json(f"{out}/_SUCCESS.json", stats)
     log.info("shard %s-%05d: %d samples (%d augmented), %d nodes, %d tokens, %d quarantined in %.1fs",
@@ -235,27 +247,23 @@ def _finish_shard(store: Store, run: str, shard: _ShardInput, graphs: dict[str, 
     return stats
 
 
-def _write_shard(store: Store, out: str, split: str, samples: list[Sample], packed_graphs: dict[str, Any],
-                 tokens: EncodedBatch, group_of: dict[str, str], rejected: list[Rejected]) -> dict[str, Any]:
+def _write_shard(store: Store, out: str, split: str, table: Any, codes: list[str], packed_graphs: dict[str, Any],
+                 tokens: EncodedBatch, rejected: list[Rejected]) -> dict[str, Any]:
     import numpy as np
+    import pyarrow as pa
 
     packed_tokens = pack_tokens(tokens)
-    extra = {
-        "split": [split] * len(samples),
-        "leak_group": [group_of[s.id] for s in samples],
-        "n_lines": [s.code.count("\n") + 1 for s in samples],
-        "n_nodes": np.diff(packed_graphs["node_ptr"]).tolist(),
-        "n_edges": np.diff(packed_graphs["edge_ptr"]).tolist(),
-        "n_tokens": [len(t) for t in tokens.ids],
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, arrays in (("graphs", packed_graphs), ("tokens", packed_tokens)):
-            save_arrays(Path(tmp) / f"{name}{TENSOR_SUFFIX}", arrays)
-            store.upload_file(Path(tmp) / f"{name}{TENSOR_SUFFIX}", f"{out}/{name}{TENSOR_SUFFIX}")
-    write_samples(store, f"{out}/records.parquet", samples, extra)
+    for name, values in (("n_lines", [c.count("\n") + 1 for c in codes]),
+                         ("n_nodes", np.diff(packed_graphs["node_ptr"])),
+                         ("n_edges", np.diff(packed_graphs["edge_ptr"])),
+                         ("n_tokens", [len(t) for t in tokens.ids])):
+        table = table.append_column(name, pa.array(values, pa.int64()))
+    for name, arrays in (("graphs", packed_graphs), ("tokens", packed_tokens)):
+        store.write_bytes(f"{out}/{name}{TENSOR_SUFFIX}", arrays_bytes(arrays))
+    store.write_bytes(f"{out}/records.parquet", table_parquet(table))
     store.write_jsonl(f"{out}/quarantine.jsonl", (r.to_dict() for r in rejected))
-    return {"split": split, "samples": len(samples),
-            "augmented": sum(1 for s in samples if "~aug" in s.id),
+    return {"split": split, "samples": table.num_rows,
+            "augmented": sum(1 for i in table.column("id").to_pylist() if "~aug" in i),
             "nodes": int(packed_graphs["node_ptr"][-1]), "tokens": int(packed_tokens["tok_ptr"][-1]),
             "quarantined": len(rejected)}
 
