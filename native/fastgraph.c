@@ -197,14 +197,14 @@ typedef struct {
 
 static void fail(B *b, int why) { if (b->fail == 0 || why == 2) b->fail = why; }
 
-static int sym_kind(TSNode n) {
+/* Index into the per-symbol tables: the grammar's symbols, then one slot for ERROR
+ * (ts_builtin_sym_error is 0xFFFF, outside the grammar's symbol range). */
+static uint32_t slot(TSNode n) {
     TSSymbol s = ts_node_symbol(n);
-    return s < C.n_symbols ? C.kind[s] : K_OTHER;
+    return s < C.n_symbols ? s : C.n_symbols;
 }
-static int sym_flags(TSNode n) {
-    TSSymbol s = ts_node_symbol(n);
-    return s < C.n_symbols ? C.flags[s] : 0;
-}
+static int sym_kind(TSNode n) { return C.kind[slot(n)]; }
+static int sym_flags(TSNode n) { return C.flags[slot(n)]; }
 static TSNode field(TSNode n, int f) { return ts_node_child_by_field_id(n, C.field[f]); }
 static int present(TSNode n) { return !ts_node_is_null(n); }
 static const char *text(B *b, TSNode n, uint32_t *len) {
@@ -389,7 +389,7 @@ static void node_tokens(B *b, TSNode n, int16_t *tok) {
             const char *t = text(b, n, &len);
             got = subtoken_buckets(t, len, tok, room);
         } else {
-            tok[0] = C.name_bucket[ts_node_symbol(n)];
+            tok[0] = C.name_bucket[slot(n)];
             got = 1;
         }
     } else if (k == K_STRING) {
@@ -404,7 +404,7 @@ static void node_tokens(B *b, TSNode n, int16_t *tok) {
     } else if (f & F_OPERATOR) {
         uint32_t nc; TSNode *cs = children(b, n, 0, &nc);
         for (uint32_t i = 0; i < nc && got < room; i++)
-            if (!ts_node_is_named(cs[i])) tok[got++] = C.name_bucket[ts_node_symbol(cs[i])];
+            if (!ts_node_is_named(cs[i])) tok[got++] = C.name_bucket[slot(cs[i])];
     }
     for (; got < room; got++) tok[got] = 0;
 }
@@ -420,7 +420,7 @@ static void collect(B *b, TSNode root) {
         if (sym_flags(top.n) & F_SKIPPED) continue;
         int32_t i = (int32_t)b->nodes.n;
         VPUSH(b->nodes, top.n, oom);
-        VPUSH(b->sym, ts_node_symbol(top.n), oom);
+        VPUSH(b->sym, (uint16_t)slot(top.n), oom);
         VPUSH(b->marks, 0, oom);
         if (top.parent >= 0) add_edge(b, top.parent, i, C.edge_ast);
         uint32_t nc; TSNode *cs = children(b, top.n, 1, &nc);
@@ -1396,13 +1396,13 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     const TSLanguage *language = PyCapsule_GetPointer(capsule, "tree_sitter.Language");
     if (!language) return NULL;
     if (C.ready) Py_RETURN_NONE;  /* tables are module constants: configuring twice changes nothing */
-    uint32_t n = ts_language_symbol_count(language);
-    C.flags = calloc(n, 1); C.kind = calloc(n, 1);
-    C.vocab = calloc(n, sizeof(int16_t)); C.name_bucket = calloc(n, sizeof(int16_t));
+    uint32_t n = ts_language_symbol_count(language);  /* + one slot for ERROR, see slot() */
+    C.flags = calloc(n + 1, 1); C.kind = calloc(n + 1, 1);
+    C.vocab = calloc(n + 1, sizeof(int16_t)); C.name_bucket = calloc(n + 1, sizeof(int16_t));
     if (!C.flags || !C.kind || !C.vocab || !C.name_bucket) return PyErr_NoMemory();
     C.buckets = buckets; C.subtokens = subtokens;
-    for (uint32_t s = 0; s < n; s++) {
-        const char *name = ts_language_symbol_name(language, (TSSymbol)s);
+    for (uint32_t s = 0; s <= n; s++) {
+        const char *name = ts_language_symbol_name(language, s < n ? (TSSymbol)s : (TSSymbol)-1);
         if (!name) continue;
         int f = 0, r;
         if ((r = in_names(skipped, name)) < 0) return NULL; else if (r) f |= F_SKIPPED;
