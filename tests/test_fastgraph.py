@@ -131,3 +131,15 @@ def test_threads_build_the_same_graphs_side_by_side():
     for got in results:
         for key, value in expected.items():
             np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_without_the_extension_graphs_py_builds_everything(monkeypatch):
+    """An install without a C compiler still preprocesses (slower), with the same graphs."""
+    codes = [r["code"] for r in generate_records(20, seed=3)] + ["bad = '\ud800'\n"]
+    expected, expected_errors = fastgraph.graph_arrays(codes)
+    monkeypatch.setattr(fastgraph, "_native", lambda: None)
+    assert not fastgraph.available()
+    got, errors = fastgraph.graph_arrays(codes)
+    assert errors == expected_errors and errors[-1].startswith("UnicodeEncodeError")
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
