@@ -271,18 +271,18 @@ def _write_shard(store: Store, out: str, split: str, table: Any, codes: list[str
 @_old_heap_frozen
 def finalize(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
     """Manifest, per-split metadata and the dataset card; returns the ``preprocess --json`` document."""
-    import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     shards = store.read_json(layout.plan(run))["shards"]
-    frames = []
+    tables = []
     for shard in shards:
         key = f"{layout.shard_dir(run, shard['split'], shard['index'])}/records.parquet"
         if not store.exists(key):
             raise DatasetError(f"shard {shard['split']}-{shard['index']:05d} of run {run} was not processed: "
                                "re-run the preprocess_shard task (or `streamguard-ml preprocess`)")
-        frames.append(pq.read_table(io.BytesIO(store.read_bytes(key))).to_pandas())
-    records = pd.concat(frames, ignore_index=True)
+        tables.append(pq.read_table(io.BytesIO(store.read_bytes(key))))
+    records = pa.concat_tables(tables).to_pandas()  # one conversion, not one per shard
     counts = records["split"].value_counts().to_dict()
     for split in SPLITS:
         labels = set(records.loc[records["split"] == split, "label"])
