@@ -34,6 +34,22 @@ class Scores:
     def labels(self, threshold: float = 0.5) -> np.ndarray:
         return (self.prob >= threshold).astype(np.int64)
 
+    def rows(self, ids: Sequence[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+        """One prediction row per sample: what ``streamguard-ml predict`` writes and the endpoint returns.
+
+        Built in one place so the CLI and the SageMaker endpoint cannot drift apart.
+        """
+        rows = []
+        for k, sample_id in enumerate(ids):
+            row = {"id": sample_id, "score": round(float(self.prob[k]), 6), "label": int(self.prob[k] >= threshold)}
+            if self.anomaly is not None:
+                from .models.transformer import ANOMALY_THRESHOLD
+
+                row["anomaly"] = round(float(self.anomaly[k]), 6)
+                row["anomalous"] = bool(self.anomaly[k] >= ANOMALY_THRESHOLD)  # unlike anything trained on
+            rows.append(row)
+        return rows
+
 
 @torch.no_grad()
 def score_split(kind: GNNKind | TransformerKind, model: torch.nn.Module, data: SplitData,

@@ -8,8 +8,9 @@ through the same graph/token featurisation as training.
 
 Request (``application/json``): ``{"instances": [{"id": "a", "code": "def f(): ..."}]}``,
 a bare list of such objects, or one object; ``application/jsonlines``: one per
-line.  Response: ``{"predictions": [{"id", "score", "label"[, "anomaly"]}],
-"model_type"}``, in request order; label 1 means vulnerable.
+line.  Response: ``{"predictions": [{"id", "score", "label"[, "anomaly", "anomalous"]}],
+"model_type"}``, in request order (the rows ``streamguard-ml predict`` writes); label 1 means
+vulnerable.
 """
 
 from __future__ import annotations
@@ -60,13 +61,7 @@ def input_fn(body: bytes | str, content_type: str = JSON) -> list[dict[str, Any]
 def predict_fn(instances: list[dict[str, Any]], model: Any) -> dict[str, Any]:
     threshold = float(os.environ.get("STREAMGUARD_THRESHOLD", "0.5"))
     scores = model.score(model.featurize([r["code"] for r in instances]))
-    rows = []
-    for k, r in enumerate(instances):
-        row = {"id": r["id"], "score": round(float(scores.prob[k]), 6), "label": int(scores.prob[k] >= threshold)}
-        if scores.anomaly is not None:
-            row["anomaly"] = round(float(scores.anomaly[k]), 6)
-        rows.append(row)
-    return {"predictions": rows, "model_type": model.model_type}
+    return {"predictions": scores.rows([r["id"] for r in instances], threshold), "model_type": model.model_type}
 
 
 def output_fn(prediction: dict[str, Any], accept: str = JSON) -> tuple[str, str]:

@@ -70,6 +70,31 @@ def test_handler_rejects_bad_requests_clearly():
         output_fn({"predictions": []}, "text/html")
 
 
+def test_endpoint_rows_are_the_cli_rows_including_the_anomaly_flag(monkeypatch):
+    """predict_fn and `streamguard-ml predict` share Scores.rows: the endpoint used to omit `anomalous`."""
+    import numpy as np
+
+    from streamguard_ml.inference import Scores
+    from streamguard_ml.models.transformer import ANOMALY_THRESHOLD
+    from streamguard_ml.serving import predict_fn
+
+    scores = Scores(np.array([0.2, 0.9]), np.array([0.5, ANOMALY_THRESHOLD + 0.001]))
+
+    class Scored:  # stands in for LoadedModel: the wiring is under test, not a network
+        model_type = "transformer"
+
+        def featurize(self, codes):
+            return codes
+
+        def score(self, data):
+            return scores
+
+    monkeypatch.setenv("STREAMGUARD_THRESHOLD", "0.8")
+    got = predict_fn([{"id": "a", "code": "x"}, {"id": "b", "code": "y"}], Scored())
+    assert got["predictions"] == scores.rows(["a", "b"], 0.8)
+    assert [(r["label"], r["anomalous"]) for r in got["predictions"]] == [(0, False), (1, True)]
+
+
 @pytest.fixture
 def champion(s3_store, gnn_archive):
     s3_store.write_bytes("runs/r/models/gnn/model.tar.gz", gnn_archive)

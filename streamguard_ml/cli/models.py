@@ -125,7 +125,6 @@ def read_inputs(path: Path) -> list[dict[str, Any]]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference import LoadedModel
-    from ..models.transformer import ANOMALY_THRESHOLD
 
     mv = resolve_version(args)
     rows = read_inputs(args.input)
@@ -133,19 +132,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
         scores = model.score(model.featurize([r["code"] for r in good])) if good else None
-    out = []
-    k = 0
-    for r in rows:
-        if "error" in r:
-            out.append({"id": r["id"], "score": None, "label": None, "error": r["error"]})
-            continue
-        row = {"id": r["id"], "score": round(float(scores.prob[k]), 6), "label": int(scores.prob[k] >= args.threshold),
-               "model": mv.model, "version": mv.version}
-        if scores.anomaly is not None:
-            row["anomaly"] = round(float(scores.anomaly[k]), 6)
-            row["anomalous"] = bool(scores.anomaly[k] >= ANOMALY_THRESHOLD)  # unlike anything trained on
-        out.append(row)
-        k += 1
+    predicted = iter(scores.rows([r["id"] for r in good], args.threshold) if scores is not None else [])
+    out = [{"id": r["id"], "score": None, "label": None, "error": r["error"]} if "error" in r
+           else {**next(predicted), "model": mv.model, "version": mv.version} for r in rows]
     args.output.write_text("".join(json.dumps(r) + "\n" for r in out))
     doc = {"model": mv.model, "version": mv.version, "input": str(args.input), "output": str(args.output),
            "predictions": len(out), "flagged": sum(1 for r in out if r["label"] == 1),
