@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--augment-copies", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="graph-building processes (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None, help="worker threads building graphs and tokens (default: CPU count)")
     p.set_defaults(func=cmd_preprocess)
 
     p = common(sub.add_parser("graph", help="print the program graph the GNN sees for a Python file"))
