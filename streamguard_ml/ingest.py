@@ -124,12 +124,17 @@ def write_samples(store: Store, key: str, samples: Sequence[Sample], extra: dict
 
 def samples_parquet(samples: Sequence[Sample], extra: dict[str, list] | None = None) -> bytes:
     """Samples (plus extra columns) as zstd-compressed Parquet bytes."""
+    return table_parquet(samples_table(samples, extra))
+
+
+def samples_table(samples: Sequence[Sample], extra: dict[str, list] | None = None) -> "object":
+    """Samples (plus extra columns) as an Arrow table with the samples file's schema."""
     import pyarrow as pa
 
     columns = {name: [getattr(s, name) for s in samples] for name in Sample.__dataclass_fields__}
     columns["vulnerable_lines"] = [list(map(int, s.vulnerable_lines)) for s in samples]
     columns.update(extra or {})
-    return table_parquet(pa.table(columns, schema=_schema(columns)))
+    return pa.table(columns, schema=_schema(columns))
 
 
 def table_parquet(table: "object") -> bytes:

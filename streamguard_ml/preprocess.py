@@ -33,7 +33,7 @@ from .config import PipelineConfig
 from .dataset import TENSOR_SUFFIX, arrays_bytes, concat_graphs, pack_graphs, pack_tokens
 from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
-from .ingest import DatasetError, check_trainable, read_samples, samples_parquet, table_parquet
+from .ingest import DatasetError, check_trainable, read_samples, samples_table, table_parquet
 from .records import Rejected, Sample
 from .splits import SPLITS, assign_splits
 from .store import Store
@@ -181,8 +181,7 @@ def _read_shard(store: Store, run: str, split: str, index: int, cfg: PipelineCon
         extra = augment_pairs(samples, cfg.augment_copies, cfg.seed)
         if extra:
             groups = [group_of[s.id.split("~aug")[0]] for s in extra]
-            added = pq.read_table(io.BytesIO(samples_parquet(extra, {"split": [split] * len(extra),
-                                                                       "leak_group": groups})))
+            added = samples_table(extra, {"split": [split] * len(extra), "leak_group": groups})
             table = pa.concat_tables([table, added.cast(table.schema)])
     log.info("shard %s-%05d: processing %d samples", split, index, table.num_rows)
     return _ShardInput(split, index, digest, table, table.column("code").to_pylist(), started)
