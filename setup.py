@@ -1,6 +1,6 @@
 """Only the C extension lives here; everything else is declared in setup.cfg.
 
-``streamguard_ml._fastgraph`` (native/fastgraph.c) builds program graphs ~20x faster
+``streamguard_ml._fastgraph`` (native/fastgraph.c) builds program graphs ~9x faster
 than graphs.py, against the tree-sitter runtime vendored in native/tree-sitter (the
 same release as the ``tree-sitter`` wheel, so both parse identically).  The extension
 is optional: where no C compiler is found the package installs without it and

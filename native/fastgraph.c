@@ -8,7 +8,7 @@
  * rules) comes from graphs.py through `configure`, so nothing is written twice.
  *
  * Why: in Python, every tree-sitter node touched is a Python object; building the
- * graphs of 5,000 functions took 2.8 CPU-seconds, ten times the parse itself.  Here
+ * graphs of 5,000 functions took 2.7 CPU-seconds, fourteen times the parse itself.  Here
  * the whole batch runs with the GIL released, so threads build graphs in parallel.
  *
  * A function this builder does not handle byte-for-byte like graphs.py (any non-ASCII

@@ -2,9 +2,10 @@
 
 graphs.py is the specification and stays the readable reference; the C extension
 builds the same graphs (tests/test_fastgraph.py compares them array by array) about
-twenty times faster and without the GIL, so a thread pool uses every core.  It is
-configured here from graphs.py's own tables — node-type vocabulary, skipped /
-leaf / operator / value-carrying types, taint rules — so none of them is written twice.
+nine times faster (2.7 s → 0.31 s for 5,000 functions, 60 % of it tree-sitter's
+parse) and without the GIL, so a thread pool uses every core.  It is configured
+here from graphs.py's own tables — node-type vocabulary, skipped / leaf /
+operator / value-carrying types, taint rules — so none of them is written twice.
 
 The extension is optional (no C compiler: no extension): :func:`available` says
 whether it was built.  Functions it hands back (any non-ASCII byte, where Python's
