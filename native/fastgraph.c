@@ -123,14 +123,14 @@ static int16_t bucket_of(const char *s, size_t n) {
 
 /* A bump allocator per graph: defs, sets and name strings die with the graph. */
 typedef struct Chunk { struct Chunk *next; size_t used, cap; char data[]; } Chunk;
-typedef struct { Chunk *head; int oom; } Arena;
+typedef struct { Chunk *head; } Arena;
 
 static void *arena_alloc(Arena *a, size_t n) {
     n = (n + 7) & ~(size_t)7;
     if (a->head == NULL || a->head->used + n > a->head->cap) {
         size_t cap = n > 65536 ? n : 65536;
         Chunk *c = malloc(sizeof(Chunk) + cap);
-        if (c == NULL) { a->oom = 1; return NULL; }
+        if (c == NULL) return NULL;  /* callers report out of memory */
         c->next = a->head; c->used = 0; c->cap = cap;
         a->head = c;
     }
@@ -377,7 +377,6 @@ typedef struct {
     VEC(int32_t) line, end_line;
     VEC(int32_t) edges;
     VEC(int64_t) node_count, edge_count;
-    int oom;
 } Out;
 
 static void node_tokens(B *b, TSNode n, int16_t *tok) {
@@ -729,11 +728,15 @@ static TSNode *statements(B *b, TSNode block, uint32_t *count) {
     return out;
 }
 
-static TSNode stmts_of(B *b, TSNode block, TSNode **out, uint32_t *count) {
+/* graphs._Builder: a block's statements, or a single statement standing for one */
+static TSNode *stmts_of(B *b, TSNode block, uint32_t *count) {
     int k = sym_kind(block);
-    if (k == K_BLOCK || k == K_MODULE) { *out = statements(b, block, count); }
-    else { *out = arena_alloc(&b->arena, sizeof(TSNode)); if (*out) { (*out)[0] = block; *count = 1; } else { fail(b, 2); *count = 0; } }
-    return block;
+    if (k == K_BLOCK || k == K_MODULE) return statements(b, block, count);
+    TSNode *one_stmt = arena_alloc(&b->arena, sizeof(TSNode));
+    if (!one_stmt) { fail(b, 2); *count = 0; return NULL; }
+    one_stmt[0] = block;
+    *count = 1;
+    return one_stmt;
 }
 
 static TSNode first_block(B *b, TSNode clause) {
@@ -747,8 +750,8 @@ static Nodes cfg_stmt(B *b, TSNode stmt);
 static Nodes cfg_block(B *b, TSNode block, Nodes preds) {
     if (!present(block) || b->fail) return preds;
     if (++b->depth > MAX_DEPTH) { fail(b, 1); return preds; }
-    TSNode *stmts; uint32_t n;
-    stmts_of(b, block, &stmts, &n);
+    uint32_t n;
+    TSNode *stmts = stmts_of(b, block, &n);
     for (uint32_t s = 0; s < n && !b->fail; s++) {
         for (uint32_t p = 0; p < preds.n; p++) edge(b, preds.v[p], stmts[s], C.edge_cfg);
         preds = cfg_stmt(b, stmts[s]);
@@ -973,8 +976,8 @@ static Defs *dfg_stmt(B *b, TSNode stmt, Defs *defs);
 static Defs *dfg_block(B *b, TSNode block, Defs *defs) {
     if (!present(block) || b->fail) return defs;
     if (++b->depth > MAX_DEPTH) { fail(b, 1); return defs; }
-    TSNode *stmts; uint32_t n;
-    stmts_of(b, block, &stmts, &n);
+    uint32_t n;
+    TSNode *stmts = stmts_of(b, block, &n);
     for (uint32_t s = 0; s < n && !b->fail; s++) defs = dfg_stmt(b, stmts[s], defs);
     b->depth--;
     return defs;
