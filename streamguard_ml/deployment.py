@@ -18,29 +18,11 @@ from typing import Any
 
 from .config import ServingConfig
 from .packaging import INFERENCE_PROGRAM, source_tarball
+from .sagemaker import validate_request
 from .serving import JSON, JSON_LINES
 from .store import S3Store, Store, read_uri_bytes
 
 VARIANT = "champion"
-
-
-def validate(operation: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Check ``request`` against botocore's SageMaker model (types, required fields, instance types)."""
-    import botocore.session
-    from botocore.validate import ParamValidator
-
-    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model(operation).input_shape
-    report = ParamValidator().validate(request, shape)
-    if report.has_errors():
-        raise ValueError(f"SageMaker {operation} request is invalid: {report.generate_report()}")
-    variants = shape.members.get("ProductionVariants")
-    if variants is not None:
-        allowed = variants.member.members["InstanceType"].enum
-        for v in request.get("ProductionVariants", []):
-            if v.get("InstanceType") not in allowed:
-                raise ValueError(f"instance type {v.get('InstanceType')!r} is not a SageMaker hosting instance "
-                                 f"type (e.g. ml.m5.large, ml.g5.xlarge)")
-    return request
 
 
 def staging_store(store: Store, cfg: ServingConfig) -> S3Store:
@@ -89,16 +71,15 @@ def endpoint_requests(mv: Any, staged: dict[str, str], cfg: ServingConfig) -> di
     """``{"Model", "EndpointConfig", "Endpoint"}`` as ``SageMakerEndpointOperator`` takes them."""
     name = resource_name(mv, staged)
     tags = [{"Key": "streamguard:model", "Value": mv.model}, {"Key": "streamguard:version", "Value": str(mv.version)}]
-    return {
-        "Model": validate("CreateModel", {"ModelName": name, "ExecutionRoleArn": cfg.role_arn,
-                                          "PrimaryContainer": _container(mv, staged, cfg), "Tags": tags}),
-        "EndpointConfig": validate("CreateEndpointConfig", {
-            "EndpointConfigName": name, "Tags": tags,
-            "ProductionVariants": [{"VariantName": VARIANT, "ModelName": name, "InstanceType": cfg.instance_type,
-                                    "InitialInstanceCount": int(cfg.instance_count)}]}),
-        "Endpoint": validate("CreateEndpoint", {"EndpointName": cfg.endpoint_name or f"streamguard-{mv.model}",
-                                                "EndpointConfigName": name}),
-    }
+    model = {"ModelName": name, "ExecutionRoleArn": cfg.role_arn, "PrimaryContainer": _container(mv, staged, cfg),
+             "Tags": tags}
+    config = {"EndpointConfigName": name, "Tags": tags,
+              "ProductionVariants": [{"VariantName": VARIANT, "ModelName": name, "InstanceType": cfg.instance_type,
+                                      "InitialInstanceCount": int(cfg.instance_count)}]}
+    endpoint = {"EndpointName": cfg.endpoint_name or f"streamguard-{mv.model}", "EndpointConfigName": name}
+    return {"Model": validate_request(model, "CreateModel"),
+            "EndpointConfig": validate_request(config, "CreateEndpointConfig"),
+            "Endpoint": validate_request(endpoint, "CreateEndpoint")}
 
 
 def _exists(call: Any, **kwargs: Any) -> dict[str, Any] | None:
@@ -146,8 +127,8 @@ def model_package(mv: Any, staged: dict[str, str], cfg: ServingConfig, approved:
     args = {"image_uri": cfg.image, "model_url": staged["model_data_url"], "package_group_name": mv.model,
             "package_desc": f"{mv.model} v{mv.version} from the StreamGuard registry",
             "model_approval": "Approved" if approved else "PendingManualApproval", "extras": extras}
-    validate("CreateModelPackage", {"ModelPackageGroupName": mv.model, "ModelPackageDescription": args["package_desc"],
-                                    "ModelApprovalStatus": args["model_approval"], **extras})
+    validate_request({"ModelPackageGroupName": mv.model, "ModelPackageDescription": args["package_desc"],
+                      "ModelApprovalStatus": args["model_approval"], **extras}, "CreateModelPackage")
     return args
 
 

@@ -207,20 +207,21 @@ def training_job_request(cfg: PipelineConfig, run: str, model_type: str, name: s
     return validate_request(request)
 
 
-@lru_cache(maxsize=1)
-def _create_training_job_shape() -> Any:
+@lru_cache(maxsize=None)
+def _input_shape(operation: str) -> Any:
+    """The request shape of a SageMaker API operation, from botocore's service model (loaded once)."""
     import botocore.session
 
-    return botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
+    return botocore.session.get_session().get_service_model("sagemaker").operation_model(operation).input_shape
 
 
 def instance_types() -> tuple[str, ...]:
     """Every instance type CreateTrainingJob accepts (the API model's enum)."""
-    return tuple(_create_training_job_shape().members["ResourceConfig"].members["InstanceType"].enum)
+    return tuple(_input_shape("CreateTrainingJob").members["ResourceConfig"].members["InstanceType"].enum)
 
 
-def validate_request(request: dict[str, Any]) -> dict[str, Any]:
-    """Return ``request`` if SageMaker would accept its shape; else raise :class:`RequestError`.
+def validate_request(request: dict[str, Any], operation: str = "CreateTrainingJob") -> dict[str, Any]:
+    """Return ``request`` if SageMaker's ``operation`` would accept its shape; else raise :class:`RequestError`.
 
     botocore's ``ParamValidator`` checks required members, types and minimums;
     this adds the enum values (instance types, input modes...), maximum lengths
@@ -228,12 +229,12 @@ def validate_request(request: dict[str, Any]) -> dict[str, Any]:
     """
     from botocore.validate import ParamValidator
 
-    shape = _create_training_job_shape()
+    shape = _input_shape(operation)
     report = ParamValidator().validate(request, shape)
     problems = [report.generate_report()] if report.has_errors() else []
     problems += _constraint_problems(request, shape, "")
     if problems:
-        raise RequestError("CreateTrainingJob request is invalid: " + "; ".join(problems))
+        raise RequestError(f"{operation} request is invalid: " + "; ".join(problems))
     return request
 
 
