@@ -107,7 +107,7 @@ def _length_hist(lengths: np.ndarray, edges: np.ndarray) -> list[int]:
 
 def live_psi(reference: dict[str, Any], records: Sequence[fb.Feedback]) -> dict[str, float | None]:
     """PSI of live scores, lengths and node types against the reference profile."""
-    from .graphs import build_graph
+    from .fastgraph import graph_arrays
 
     out: dict[str, float | None] = {"score": psi(reference["score_hist"],
                                                  np.histogram([r.score for r in records], SCORE_BINS)[0])}
@@ -117,10 +117,8 @@ def live_psi(reference: dict[str, Any], records: Sequence[fb.Feedback]) -> dict[
         return out
     edges = np.asarray(reference["length_edges"], dtype=float)
     out["length"] = psi(reference["length_hist"], _length_hist(np.asarray([length_of(c) for c in codes], float), edges))
-    live_types: dict[str, int] = {}
-    for code in codes:
-        for t in build_graph(code).type_ids():
-            live_types[str(t)] = live_types.get(str(t), 0) + 1
+    types, counts = np.unique(graph_arrays(codes)[0]["node_type"], return_counts=True)  # failed graphs: skipped
+    live_types = {str(t): int(n) for t, n in zip(types.tolist(), counts.tolist())}
     keys = sorted(set(reference["node_types"]) | set(live_types))
     out["node_types"] = psi([reference["node_types"].get(k, 0) for k in keys], [live_types.get(k, 0) for k in keys])
     return out

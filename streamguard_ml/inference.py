@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .dataset import SplitData, pack_graphs, pack_tokens
+from .dataset import SplitData, pack_tokens
 from .kinds import CONFIG_FILE, GNNKind, TransformerKind, kind_of_directory
 
 log = logging.getLogger(__name__)
@@ -121,16 +121,20 @@ class LoadedModel:
 def featurize(codes: Sequence[str], tokenizer: Any | None) -> SplitData:
     import pandas as pd
 
-    from .graphs import build_graph
+    from .fastgraph import graph_arrays
     from .tokens import EncodedBatch, encode
 
-    graphs = [build_graph(c) for c in codes]
+    graphs, errors = graph_arrays(codes)
+    failed = [(i, e) for i, e in enumerate(errors) if e]
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(codes)} functions have no program graph (first: input {failed[0][0]}, "
+                         f"{failed[0][1]}): split or simplify them")
     tokens = encode(tokenizer, codes) if tokenizer is not None else EncodedBatch(
         [np.zeros(1, np.int32) for _ in codes], [np.ones(1, np.int32) for _ in codes])
     records = pd.DataFrame({"id": [str(i) for i in range(len(codes))], "label": np.zeros(len(codes), np.int64),
-                            "code": list(codes), "n_nodes": [g.num_nodes for g in graphs],
+                            "code": list(codes), "n_nodes": np.diff(graphs["node_ptr"]),
                             "n_tokens": [len(t) for t in tokens.ids]})
-    return SplitData(records, pack_graphs(graphs), pack_tokens(tokens), {})
+    return SplitData(records, graphs, pack_tokens(tokens), {})
 
 
 __all__ = ["CONFIG_FILE", "LoadedModel", "Scores", "extract_archive", "featurize", "pack_archive", "score_split"]
