@@ -224,13 +224,8 @@ static void cursor_at(B *b, TSNode n) {
 
 static int32_t idx(B *b, TSNode n);
 
-/* children (named_only) of n, in order; the array must not be modified (it may be shared) */
-static TSNode *children(B *b, TSNode n, int named_only, uint32_t *count) {
-    if (named_only && b->indexed) {
-        int32_t i = idx(b, n);
-        if (i >= 0) { *count = b->n_kids.v[i]; return b->kids.v[i]; }
-    }
-    uint32_t total = named_only ? ts_node_named_child_count(n) : ts_node_child_count(n);
+/* n's children, in order, into an arena array: named ones only, or those under `field` (0: any) */
+static TSNode *cursor_children(B *b, TSNode n, uint32_t total, int named_only, TSFieldId field, uint32_t *count) {
     *count = 0;
     if (total == 0) return NULL;
     TSNode *out = arena_alloc(&b->arena, total * sizeof(TSNode));
@@ -238,6 +233,7 @@ static TSNode *children(B *b, TSNode n, int named_only, uint32_t *count) {
     cursor_at(b, n);
     if (ts_tree_cursor_goto_first_child(&b->cursor)) {
         do {
+            if (field && ts_tree_cursor_current_field_id(&b->cursor) != field) continue;
             TSNode c = ts_tree_cursor_current_node(&b->cursor);
             if ((!named_only || ts_node_is_named(c)) && *count < total) out[(*count)++] = c;
         } while (ts_tree_cursor_goto_next_sibling(&b->cursor));
@@ -245,21 +241,19 @@ static TSNode *children(B *b, TSNode n, int named_only, uint32_t *count) {
     return out;
 }
 
+/* children (named_only) of n, in order; the array must not be modified (it may be shared) */
+static TSNode *children(B *b, TSNode n, int named_only, uint32_t *count) {
+    if (named_only && b->indexed) {
+        int32_t i = idx(b, n);
+        if (i >= 0) { *count = b->n_kids.v[i]; return b->kids.v[i]; }
+    }
+    uint32_t total = named_only ? ts_node_named_child_count(n) : ts_node_child_count(n);
+    return cursor_children(b, n, total, named_only, 0, count);
+}
+
 /* children of n whose field is f (children_by_field_name) */
 static TSNode *field_children(B *b, TSNode n, int f, uint32_t *count) {
-    uint32_t total = ts_node_child_count(n);
-    *count = 0;
-    if (total == 0) return NULL;
-    TSNode *out = arena_alloc(&b->arena, total * sizeof(TSNode));
-    if (out == NULL) { fail(b, 2); return NULL; }
-    cursor_at(b, n);
-    if (ts_tree_cursor_goto_first_child(&b->cursor)) {
-        do {
-            if (ts_tree_cursor_current_field_id(&b->cursor) == C.field[f])
-                out[(*count)++] = ts_tree_cursor_current_node(&b->cursor);
-        } while (ts_tree_cursor_goto_next_sibling(&b->cursor));
-    }
-    return out;
+    return cursor_children(b, n, ts_node_child_count(n), 0, C.field[f], count);
 }
 
 static size_t hash_ptr(const void *p) {
