@@ -78,14 +78,17 @@ def handler(req, *args, limit: int = 10, **kw):
 ]
 
 
+def _assert_arrays_equal(got, expected):
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert value.dtype == got[key].dtype, key
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
 def _assert_same(codes):
     fast, errors = fastgraph.graph_arrays(codes)
     assert errors == [None] * len(codes)
-    reference = pack_graphs([build_graph(c) for c in codes])
-    assert reference.keys() == fast.keys()
-    for key, value in reference.items():
-        assert value.dtype == fast[key].dtype, key
-        np.testing.assert_array_equal(fast[key], value, err_msg=key)
+    _assert_arrays_equal(fast, pack_graphs([build_graph(c) for c in codes]))
 
 
 def test_the_extension_is_built():
@@ -110,9 +113,7 @@ def test_unicode_and_deep_nesting_are_built_by_graphs_py_in_place():
     fast, errors = fastgraph.graph_arrays(codes)
     assert errors[0] is None and errors[1] is None and errors[3] is None
     assert errors[2].startswith("RecursionError") and errors[4].startswith("UnicodeEncodeError")
-    reference = pack_graphs([build_graph(codes[i]) for i in (0, 1, 3)])
-    for key, value in reference.items():
-        np.testing.assert_array_equal(fast[key], value, err_msg=key)
+    _assert_arrays_equal(fast, pack_graphs([build_graph(codes[i]) for i in (0, 1, 3)]))
 
 
 def test_threads_build_the_same_graphs_side_by_side():
@@ -129,8 +130,7 @@ def test_threads_build_the_same_graphs_side_by_side():
     for t in threads:
         t.join()
     for got in results:
-        for key, value in expected.items():
-            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        _assert_arrays_equal(got, expected)
 
 
 def test_without_the_extension_graphs_py_builds_everything(monkeypatch):
@@ -141,5 +141,4 @@ def test_without_the_extension_graphs_py_builds_everything(monkeypatch):
     assert not fastgraph.available()
     got, errors = fastgraph.graph_arrays(codes)
     assert errors == expected_errors and errors[-1].startswith("UnicodeEncodeError")
-    for key, value in expected.items():
-        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    _assert_arrays_equal(got, expected)
