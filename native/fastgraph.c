@@ -114,13 +114,6 @@ static void crc_init(void) {
     }
 }
 
-static int16_t bucket_of(const char *s, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = CRC_TABLE[(c ^ (uint8_t)s[i]) & 0xFF] ^ (c >> 8);
-    c ^= 0xFFFFFFFFu;
-    return (int16_t)(c % (uint32_t)(C.buckets - 1) + 1);
-}
-
 /* A bump allocator per graph: defs, sets and name strings die with the graph. */
 typedef struct Chunk { struct Chunk *next; size_t used, cap; char data[]; } Chunk;
 typedef struct { Chunk *head; } Arena;
@@ -337,16 +330,22 @@ static int next_subtoken(const char *s, size_t n, size_t *i, size_t *start, size
 
 static int lower(int c) { return is_upper(c) ? c + 32 : c; }
 
+/* graphs.stable_bucket: CRC-32 of the (optionally ASCII-lower-cased) bytes into 1..buckets-1 */
+static int16_t bucket_of(const char *s, size_t n, int lowercase) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t byte = lowercase ? (uint8_t)lower((uint8_t)s[i]) : (uint8_t)s[i];
+        c = CRC_TABLE[(c ^ byte) & 0xFF] ^ (c >> 8);
+    }
+    c ^= 0xFFFFFFFFu;
+    return (int16_t)(c % (uint32_t)(C.buckets - 1) + 1);
+}
+
 /* Appends up to `room` sub-token buckets of s to out (graphs.subtokens + stable_bucket); returns how many. */
 static int subtoken_buckets(const char *s, size_t n, int16_t *out, int room) {
     int got = 0;
     size_t i = 0, start, end;
-    while (got < room && next_subtoken(s, n, &i, &start, &end)) {
-        uint32_t crc = 0xFFFFFFFFu;
-        for (size_t k = start; k < end; k++) crc = CRC_TABLE[(crc ^ (uint8_t)lower((uint8_t)s[k])) & 0xFF] ^ (crc >> 8);
-        crc ^= 0xFFFFFFFFu;
-        out[got++] = (int16_t)(crc % (uint32_t)(C.buckets - 1) + 1);
-    }
+    while (got < room && next_subtoken(s, n, &i, &start, &end)) out[got++] = bucket_of(s + start, end - start, 1);
     return got;
 }
 
@@ -1411,7 +1410,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
             if (strcmp(KIND_NAMES[k].name, name) == 0) C.kind[s] = (uint8_t)KIND_NAMES[k].kind;
         PyObject *id = PyDict_GetItemString(vocab, name);
         C.vocab[s] = id ? (int16_t)PyLong_AsLong(id) : 0;
-        C.name_bucket[s] = bucket_of(name, strlen(name));
+        C.name_bucket[s] = bucket_of(name, strlen(name), 0);
     }
     if (PyErr_Occurred()) return NULL;
     for (int f = 0; f < FD_COUNT; f++)
