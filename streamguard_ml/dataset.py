@@ -31,6 +31,11 @@ from .tokens import EncodedBatch
 TENSOR_SUFFIX = ".safetensors.zst"
 
 
+def offsets(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """CSR offsets of consecutive items with these counts: ``[0, c0, c0 + c1, ...]`` (int64)."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 def pack_graphs(graphs: Sequence[ProgramGraph]) -> dict[str, np.ndarray]:
     """Concatenate graphs into flat arrays with CSR offsets."""
     node_counts = [g.num_nodes for g in graphs]
@@ -48,8 +53,8 @@ def pack_graphs(graphs: Sequence[ProgramGraph]) -> dict[str, np.ndarray]:
         "node_end_line": np.fromiter(chain.from_iterable(g.end_line for g in graphs), np.int32, nodes),
         "edge_index": edges[:, :2].T.copy(),
         "edge_type": edges[:, 2].astype(np.uint8),
-        "node_ptr": np.concatenate([[0], np.cumsum(node_counts)]).astype(np.int64),
-        "edge_ptr": np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
+        "node_ptr": offsets(node_counts),
+        "edge_ptr": offsets(edge_counts),
     }
 
 
@@ -63,7 +68,7 @@ def pack_tokens(batch: EncodedBatch) -> dict[str, np.ndarray]:
     return {
         "input_ids": np.concatenate(batch.ids) if batch.ids else np.zeros(0, np.int32),
         "token_line": np.concatenate(batch.lines) if batch.lines else np.zeros(0, np.int32),
-        "tok_ptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "tok_ptr": offsets(lengths),
     }
 
 

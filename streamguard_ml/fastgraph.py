@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import graphs
+from .dataset import concat_graphs, offsets, pack_graphs
 from .graphs import EDGE_ID, MARK_BIT, SUBTOKENS_PER_NODE
 
 #: Errors that make one function's graph fail (quarantined) rather than the whole batch.
@@ -79,8 +80,8 @@ def _from_buffers(raw: dict[str, bytes]) -> dict[str, np.ndarray]:
         "node_end_line": np.frombuffer(raw["node_end_line"], np.int32).copy(),
         "edge_index": edges[:, :2].T.copy(),
         "edge_type": edges[:, 2].astype(np.uint8),
-        "node_ptr": np.concatenate([[0], np.cumsum(nodes)]).astype(np.int64),
-        "edge_ptr": np.concatenate([[0], np.cumsum(edge_counts)]).astype(np.int64),
+        "node_ptr": offsets(nodes),
+        "edge_ptr": offsets(edge_counts),
     }
 
 
@@ -100,8 +101,6 @@ def graph_arrays(codes: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str 
     The C builder runs first (GIL released); whatever it hands back, and everything when
     it is not built, goes through graphs.py.
     """
-    from .dataset import concat_graphs, pack_graphs
-
     native = _native()
     encoded = [_utf8(code) for code in codes]
     built, handed = None, [i for i, e in enumerate(encoded) if e is None or native is None]
