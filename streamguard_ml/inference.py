@@ -39,12 +39,12 @@ class Scores:
 
         Built in one place so the CLI and the SageMaker endpoint cannot drift apart.
         """
+        if self.anomaly is not None:
+            from .models.transformer import ANOMALY_THRESHOLD
         rows = []
         for k, sample_id in enumerate(ids):
             row = {"id": sample_id, "score": round(float(self.prob[k]), 6), "label": int(self.prob[k] >= threshold)}
             if self.anomaly is not None:
-                from .models.transformer import ANOMALY_THRESHOLD
-
                 row["anomaly"] = round(float(self.anomaly[k]), 6)
                 row["anomalous"] = bool(self.anomaly[k] >= ANOMALY_THRESHOLD)  # unlike anything trained on
             rows.append(row)
