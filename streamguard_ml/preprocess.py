@@ -98,6 +98,7 @@ class ShardWorkers:
         self.workers = max(1, workers)
         self.progress = progress
         self.pool: ThreadPoolExecutor | None = None
+        self.lines: dict[str, Any] = {}  # line → token ids, shared by the workers (tokens.encode's cache)
 
     def __enter__(self) -> "ShardWorkers":
         self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="preprocess")
@@ -118,7 +119,7 @@ class ShardWorkers:
 
     def _work(self, tokenizer: Any, codes: list[str]) -> tuple[dict[str, Any], list[str | None], EncodedBatch]:
         graphs, errors = graph_arrays(codes)
-        tokens = encode(tokenizer, codes)
+        tokens = encode(tokenizer, codes, self.lines)
         if self.progress is not None:
             self.progress.update(len(codes))
         return graphs, errors, tokens
