@@ -14,6 +14,7 @@ from .quality import deduplicate, normalise
 from .records import Reason, Rejected, Sample
 from .sources import load_advisories, read_source, split_specs
 from .sources.advisories import AdvisoryIndex
+from .splits import Splittable
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def drop_unparseable(samples: Iterable[Sample]) -> tuple[list[Sample], list[Reje
     return kept, rejected
 
 
-def check_trainable(samples: Sequence[Sample], where: str) -> None:
+def check_trainable(samples: Sequence[Splittable], where: str) -> None:
     labels = Counter(s.label for s in samples)
     if not samples:
         raise DatasetError(f"{where}: no usable samples. Check the sources exist and read the quarantine "
@@ -156,13 +157,17 @@ def _schema(columns: dict[str, list]) -> "object":
                       for name, values in columns.items()])
 
 
-def read_samples(store: Store, key: str) -> tuple[list[Sample], "object"]:
-    """Samples and the full table (which may carry extra columns such as ``split``)."""
+def read_table(store: Store, key: str) -> "object":
+    """A samples file as an Arrow table (with any extra columns, such as ``split``)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(store.read_bytes(key)))
-    rows = table.to_pylist()
-    return [Sample.from_dict(r) for r in rows], table
+    return pq.read_table(io.BytesIO(store.read_bytes(key)))
+
+
+def read_samples(store: Store, key: str) -> tuple[list[Sample], "object"]:
+    """Samples and the full table (which may carry extra columns such as ``split``)."""
+    table = read_table(store, key)
+    return [Sample.from_dict(r) for r in table.to_pylist()], table
 
 
 def _progress(items: Iterable, desc: str) -> Iterable:

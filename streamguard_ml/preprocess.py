@@ -33,9 +33,9 @@ from .config import PipelineConfig
 from .dataset import TENSOR_SUFFIX, arrays_bytes, concat_graphs, pack_graphs, pack_tokens
 from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
-from .ingest import DatasetError, check_trainable, read_samples, samples_table, table_parquet
+from .ingest import DatasetError, check_trainable, read_table, samples_table, table_parquet
 from .records import Rejected, Sample
-from .splits import SPLITS, assign_splits
+from .splits import SPLITS, assign_splits, split_keys
 from .store import Store
 from .tokens import EncodedBatch, encode, load_tokenizer
 
@@ -67,9 +67,10 @@ def plan(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     """Assign splits and cut shards; returns small shard descriptors for task mapping."""
     import pyarrow as pa
 
-    samples, table = read_samples(store, layout.ingested(run))
-    check_trainable(samples, f"run {run}")
-    assignment = assign_splits(samples, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    table = read_table(store, layout.ingested(run))
+    keys = split_keys(table)
+    check_trainable(keys, f"run {run}")
+    assignment = assign_splits(keys, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     table = table.append_column("split", pa.array(assignment.splits, pa.string())).append_column(
         "leak_group", pa.array(assignment.groups, pa.string()))
     store.write_bytes(layout.assignment(run), table_parquet(table.select(["id", "split", "leak_group"])))

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from streamguard_ml.records import Sample
-from streamguard_ml.splits import SplitError, assign_splits
+from streamguard_ml.splits import SplitError, assign_splits, split_keys
 
 
 def _samples(n_pairs=120, repos=0):
@@ -30,6 +30,17 @@ def test_pairs_and_repositories_stay_in_one_split():
     assert all(len(v) == 1 for v in by_pair.values())
     assert all(len(v) == 1 for v in by_repo.values())
     assert set(a.counts()) == {"train", "val", "test"} and min(a.counts().values()) > 0
+
+
+def test_split_keys_read_from_the_table_split_like_samples():
+    from streamguard_ml.ingest import samples_table
+
+    samples = _samples(repos=25)
+    samples[3].vulnerability_type, samples[4].cwe = "sqli", None  # the stratum falls back to the type
+    keys = split_keys(samples_table(samples))
+    assert [k.id for k in keys] == [s.id for s in samples] and keys[4].vulnerability_type is None
+    a, b = assign_splits(samples, 0.15, 0.15, seed=3), assign_splits(keys, 0.15, 0.15, seed=3)
+    assert a.splits == b.splits and a.groups == b.groups
 
 
 def test_reproducible_stratified_and_seeded():
