@@ -245,13 +245,26 @@ class Registry:
         if status not in STATUSES:
             raise RegistryError(f"status {status!r}: use one of {STATUSES}")
         self._require(model, version)
-        self._append(model, lambda _: {"event": "status", "version": version, "status": status, "reason": reason})
+        self._append_once(model, {"event": "status", "version": version, "status": status, "reason": reason})
         return self.get(model, version)
 
     def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> ModelVersion:
         self._require(model, version)
-        self._append(model, lambda _: {"event": "decision", "version": version, "decision": decision})
+        self._append_once(model, {"event": "decision", "version": version, "decision": decision})
         return self.get(model, version)
+
+    def _append_once(self, model: str, entry: dict[str, Any]) -> None:
+        """Append ``entry`` unless the version's latest event of its kind already says exactly this.
+
+        A retried task (or a re-run) repeating a status note or decision then leaves one audit
+        entry, not two; saying something else, or the same again after a change, is appended.
+        """
+        latest = None
+        for _, e in self._ledger(model, "log").entries():
+            if e.get("event") == entry["event"] and e.get("version") == entry["version"]:
+                latest = e
+        if latest is None or any(latest.get(k) != v for k, v in entry.items()):
+            self._append(model, lambda _: entry)
 
     def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
         """Make ``version`` the champion (what serving reads); the previous one is archived."""

@@ -93,6 +93,23 @@ def test_status_decision_promote_and_rollback(any_store, artifact):
         reg.rollback("other")
 
 
+def test_a_repeated_status_note_or_decision_is_logged_once(store, artifact):
+    """A retried task that records the same note or decision again leaves one audit entry."""
+    reg = Registry(store)
+    reg.register("m", artifact, {"accuracy": 0.5})
+    decision = {"promote": False, "reasons": ["accuracy gain +0.00 pts"]}
+    for _ in range(2):
+        reg.set_status("m", 1, "registered", "serving on endpoint e1")
+        reg.record_decision("m", 1, decision)
+    count = len(reg.events("m"))
+    reg.set_status("m", 1, "registered", "exported as arn:1")  # something new is still logged
+    reg.set_status("m", 1, "registered", "serving on endpoint e1")  # and so is the same note after it
+    reg.record_decision("m", 1, {**decision, "promote": True})
+    kinds = [(e["event"], e.get("reason")) for e in reg.events("m")]
+    assert count == 3 and len(kinds) == 6
+    assert kinds.count(("status", "serving on endpoint e1")) == 2 and reg.get("m", 1).decision["promote"] is True
+
+
 def _register_one(args):
     root, artifact, i = args
     from streamguard_ml.registry import Registry
