@@ -105,12 +105,16 @@ class EncodedBatch:
 
 # Tokenizers whose tokens never span a newline nor depend on text across one: tokenizing a function
 # line by line gives exactly its tokens, so a line that repeats (``}``, ``return None``, an import)
-# is tokenized once.  Anything else (e.g. RoBERTa's byte-level BPE, whose pre-tokens carry the
-# newline into the next line's indentation) is tokenized whole.
+# is tokenized once.  That holds for a BERT-style normalizer and pre-tokenizer (every newline is a
+# split; the normalizer works character by character) with a deterministic WordPiece / WordLevel
+# model, as long as no added token can match across a newline (none holds whitespace, none strips
+# it).  Anything else (e.g. RoBERTa's byte-level BPE, whose pre-tokens carry the newline into the
+# next line's indentation) is tokenized whole.
 _LINE_SAFE_NORMALIZERS = frozenset({"NoneType", "BertNormalizer", "Lowercase"})
 _LINE_SAFE_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+_LINE_SAFE_MODELS = frozenset({"WordPiece", "WordLevel"})
 LINES_PER_CALL = 64  # distinct lines joined into one text per tokenizer call (a call costs ~13 µs of its own)
-LINE_CACHE_LIMIT = 200_000  # lines kept across calls (~300 B each: 60 MB at most); beyond that, new lines are not kept
+LINE_CACHE_LIMIT = 200_000  # a cache stops growing past about this many lines (~300 B each: ~60 MB)
 
 
 def line_separable(backend: Any) -> bool:
@@ -118,7 +122,8 @@ def line_separable(backend: Any) -> bool:
     added = backend.get_added_tokens_decoder().values()
     return (type(backend.normalizer).__name__ in _LINE_SAFE_NORMALIZERS
             and type(backend.pre_tokenizer).__name__ in _LINE_SAFE_PRE_TOKENIZERS
-            and not any("\n" in t.content or t.lstrip or t.rstrip for t in added))
+            and type(backend.model).__name__ in _LINE_SAFE_MODELS
+            and not any(t.lstrip or t.rstrip or any(c.isspace() for c in t.content) for t in added))
 
 
 def encode(tokenizer: Any, codes: Sequence[str], cache: dict[str, np.ndarray] | None = None) -> EncodedBatch:
@@ -126,8 +131,8 @@ def encode(tokenizer: Any, codes: Sequence[str], cache: dict[str, np.ndarray] | 
 
     Calls the fast tokenizer's Rust backend directly (what ``tokenizer(...)`` does
     underneath, minus the per-call Python bookkeeping that showed in profiles).
-    ``cache`` (line → token ids) lets calls share lines already tokenized; it is
-    safe to share between threads.
+    ``cache`` (line → token ids) lets calls with the *same tokenizer* share lines
+    already tokenized; threads may share it (a race only repeats work).
     """
     backend = plain_backend(tokenizer)
     if line_separable(backend):
@@ -155,12 +160,14 @@ def _encode_whole(backend: Any, codes: Sequence[str]) -> EncodedBatch:
 
 def _encode_by_line(backend: Any, codes: Sequence[str], cache: dict[str, np.ndarray]) -> EncodedBatch:
     split = [code.split("\n") for code in codes]
-    table: dict[str, np.ndarray | None] = dict.fromkeys(line for lines in split for line in lines)
+    table: dict[str, np.ndarray] = {}
     missing = []
-    for line in table:
-        table[line] = cache.get(line)
-        if table[line] is None:
+    for line in dict.fromkeys(line for lines in split for line in lines):
+        hit = cache.get(line)
+        if hit is None:
             missing.append(line)
+        else:
+            table[line] = hit
     fresh = _tokenize_lines(backend, missing)
     table.update(fresh)
     if len(cache) < LINE_CACHE_LIMIT:
