@@ -41,6 +41,8 @@ def test_split_keys_read_from_the_table_split_like_samples():
     assert [k.id for k in keys] == [s.id for s in samples] and keys[4].vulnerability_type is None
     a, b = assign_splits(samples, 0.15, 0.15, seed=3), assign_splits(keys, 0.15, 0.15, seed=3)
     assert a.splits == b.splits and a.groups == b.groups
+    older = split_keys(samples_table(samples).drop_columns(["group", "vulnerability_type"]))
+    assert older[0] == keys[0]._replace(group=None) and older[3].vulnerability_type is None
 
 
 def test_reproducible_stratified_and_seeded():
