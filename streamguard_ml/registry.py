@@ -254,17 +254,31 @@ class Registry:
         return self.get(model, version)
 
     def _append_once(self, model: str, entry: dict[str, Any]) -> None:
-        """Append ``entry`` unless the version's latest event of its kind already says exactly this.
+        """Append ``entry`` unless the log already says it and nothing since has changed what it sets.
 
         A retried task (or a re-run) repeating a status note or decision then leaves one audit
-        entry, not two; saying something else, or the same again after a change, is appended.
+        entry, not two.  The same note after the version's status changed (another status, a
+        promotion or a rollback), or a decision after a different one, is appended again.  (Two
+        attempts of one task running at the same moment could still both append.)
         """
-        latest = None
-        for _, e in self._ledger(model, "log").entries():
-            if e.get("event") == entry["event"] and e.get("version") == entry["version"]:
-                latest = e
-        if latest is None or any(latest.get(k) != v for k, v in entry.items()):
+        if not self._restates(model, entry):
             self._append(model, lambda _: entry)
+
+    def _restates(self, model: str, entry: dict[str, Any]) -> bool:
+        version = entry["version"]
+        for _, e in reversed(list(self._ledger(model, "log").entries())):
+            if all(e.get(k) == v for k, v in entry.items()):
+                return True
+            if entry["event"] == "decision":
+                changed = e.get("event") == "decision" and e.get("version") == version
+            else:
+                touched = version in (e.get("version"), e.get("previous"))
+                moved = e.get("event") in ("promoted", "rolled_back") and touched
+                changed = moved or (e.get("event") == "status" and e.get("version") == version
+                                    and e.get("status") != entry["status"])
+            if changed:
+                return False
+        return False
 
     def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
         """Make ``version`` the champion (what serving reads); the previous one is archived."""

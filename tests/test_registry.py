@@ -101,13 +101,25 @@ def test_a_repeated_status_note_or_decision_is_logged_once(store, artifact):
     for _ in range(2):
         reg.set_status("m", 1, "registered", "serving on endpoint e1")
         reg.record_decision("m", 1, decision)
-    count = len(reg.events("m"))
-    reg.set_status("m", 1, "registered", "exported as arn:1")  # something new is still logged
-    reg.set_status("m", 1, "registered", "serving on endpoint e1")  # and so is the same note after it
-    reg.record_decision("m", 1, {**decision, "promote": True})
-    kinds = [(e["event"], e.get("reason")) for e in reg.events("m")]
-    assert count == 3 and len(kinds) == 6
-    assert kinds.count(("status", "serving on endpoint e1")) == 2 and reg.get("m", 1).decision["promote"] is True
+    reg.set_status("m", 1, "registered", "exported as arn:1")  # a second task's note ...
+    reg.set_status("m", 1, "registered", "serving on endpoint e1")  # ... does not make the first one new
+    assert [e["event"] for e in reg.events("m")] == ["registered", "status", "decision", "status"]
+
+    reg.record_decision("m", 1, {**decision, "promote": True})  # a different decision, then the first again
+    reg.record_decision("m", 1, decision)
+    reg.set_status("m", 1, "archived", "superseded")  # a status change, then the first note again
+    reg.set_status("m", 1, "registered", "serving on endpoint e1")
+    events = reg.events("m")
+    assert len(events) == 8 and reg.get("m", 1).status == "registered" and reg.get("m", 1).decision == decision
+
+    reg.register("m", artifact, {"accuracy": 0.6})  # v1 champion, v2 takes over, rollback: v1 serves again
+    reg.promote("m", 1)
+    reg.set_status("m", 1, "deployed", "serving on endpoint e2")
+    reg.promote("m", 2)
+    reg.rollback("m")
+    reg.set_status("m", 1, "deployed", "serving on endpoint e2")  # the redeployment is recorded again
+    notes = [e for e in reg.events("m") if e.get("reason") == "serving on endpoint e2"]
+    assert len(notes) == 2 and reg.get("m", 1).status == "deployed"
 
 
 def _register_one(args):
