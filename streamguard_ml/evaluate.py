@@ -165,4 +165,4 @@ def read_predictions(store: Store, run: str, model_type: str, name: str) -> Any:
     import pandas as pd
 
     key = f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet"
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+    return pd.read_parquet(io.BytesIO(store.read_bytes(key)), use_threads=False)  # see ingest.parquet_table

@@ -20,13 +20,12 @@ ingestions cannot lose each other's samples.
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any, Sequence
 
 from . import layout
 from .config import QualityLimits
-from .ingest import collect, samples_parquet, write_ingested
+from .ingest import collect, parquet_table, samples_parquet, write_ingested
 from .quality import deduplicate, fingerprint
 from .records import Reason, Rejected, Sample
 from .store import Store, StoreError
@@ -37,13 +36,11 @@ log = logging.getLogger(__name__)
 def read_corpus(store: Store, run: str) -> tuple[list[tuple[Sample, str, str]], str | None]:
     """(sample, fingerprint, first run) for every corpus row taken in by an *earlier* run, and the
     corpus version token for the conditional write-back."""
-    import pyarrow.parquet as pq
-
     got = store.read_versioned(layout.corpus())
     if got is None:
         return [], None
     data, token = got
-    rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    rows = parquet_table(data).to_pylist()
     return [(Sample.from_dict(r), r["fingerprint"], r["first_run"]) for r in rows
             if r["first_run"] != layout.run_key(run)], token
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
-import io
 import logging
 import os
 import time
@@ -33,7 +32,7 @@ from .config import PipelineConfig
 from .dataset import TENSOR_SUFFIX, arrays_bytes, concat_graphs, pack_graphs, pack_tokens
 from .fastgraph import graph_arrays
 from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
-from .ingest import DatasetError, check_trainable, read_table, samples_table, table_parquet
+from .ingest import DatasetError, check_trainable, parquet_table, read_table, samples_table, table_parquet
 from .records import Rejected, Sample
 from .splits import SPLITS, assign_splits, split_keys
 from .store import Store
@@ -165,7 +164,6 @@ class _ShardInput:
 def _read_shard(store: Store, run: str, split: str, index: int, cfg: PipelineConfig) -> _ShardInput | dict:
     """The shard's input, or its stats when it was already processed for exactly this input."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     started = time.perf_counter()
     in_key = layout.shard_input(run, split, index)
@@ -176,7 +174,7 @@ def _read_shard(store: Store, run: str, split: str, index: int, cfg: PipelineCon
         stats = store.read_json(done_key)
         log.info("shard %s-%05d already processed (%d samples): skipped", split, index, stats["samples"])
         return {**stats, "skipped": True}
-    table = pq.read_table(io.BytesIO(data))
+    table = parquet_table(data)
     if split == "train" and cfg.augment_copies > 0:
         samples = [Sample.from_dict(r) for r in table.to_pylist()]
         group_of = dict(zip(table.column("id").to_pylist(), table.column("leak_group").to_pylist()))
@@ -273,7 +271,6 @@ def _write_shard(store: Store, out: str, split: str, table: Any, codes: list[str
 def finalize(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
     """Manifest, per-split metadata and the dataset card; returns the ``preprocess --json`` document."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     shards = store.read_json(layout.plan(run))["shards"]
     tables = []
@@ -282,7 +279,7 @@ def finalize(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
         if not store.exists(key):
             raise DatasetError(f"shard {shard['split']}-{shard['index']:05d} of run {run} was not processed: "
                                "re-run the preprocess_shard task (or `streamguard-ml preprocess`)")
-        tables.append(pq.read_table(io.BytesIO(store.read_bytes(key))))
+        tables.append(parquet_table(store.read_bytes(key)))
     records = pa.concat_tables(tables).to_pandas()  # one conversion, not one per shard
     counts = records["split"].value_counts().to_dict()
     for split in SPLITS:

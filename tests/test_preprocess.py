@@ -155,3 +155,21 @@ def test_tensor_shards_are_compressed_safetensors(processed_run):
         arrays = load(src.read())  # a standard zstd stream around plain safetensors
     assert len(packed) * 3 < sum(a.nbytes for a in arrays.values())
     assert {"node_type", "node_tokens", "edge_index", "node_ptr"} <= set(arrays)
+
+
+def test_reading_parquet_bytes_leaves_nothing_to_abort_the_interpreter_at_exit(tmp_path):
+    """pyarrow's thread pool, reading from memory, sometimes aborted Python at exit (~1 run in 3)."""
+    import subprocess
+    import sys
+
+    from streamguard_ml.ingest import samples_table, table_parquet
+    from streamguard_ml.records import Sample
+
+    path = tmp_path / "samples.parquet"
+    path.write_bytes(table_parquet(samples_table([Sample(id=str(i), code="x = 1\n" * i, label=i % 2)
+                                                  for i in range(50)])))
+    script = ("import sys; from pathlib import Path; from streamguard_ml.ingest import parquet_table; "
+              "print(parquet_table(Path(sys.argv[1]).read_bytes()).to_pylist()[-1])")
+    codes = [subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True).returncode
+             for _ in range(8)]
+    assert codes == [0] * 8
