@@ -162,8 +162,8 @@ def parquet_table(data: bytes) -> "object":
 
     With pyarrow's thread pool, reading from an in-memory file left work behind that
     sometimes aborted the interpreter at exit ("terminate called without an active
-    exception": 2-6 of 16 runs of a three-line script; apache/arrow#34314, #50482);
-    without it, 0 of 20 — and the files here are small enough not to need threads.
+    exception": 1 to 6 of every 12-16 runs of a three-line script; apache/arrow#34314,
+    #50482); without it, 0 of 20 — and the files here are small enough not to need threads.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
