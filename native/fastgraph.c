@@ -64,11 +64,11 @@ static const struct { const char *name; int kind; } KIND_NAMES[] = {
 
 enum Field {
     FD_FUNCTION, FD_ARGUMENTS, FD_VALUE, FD_OBJECT, FD_ATTRIBUTE, FD_NAME, FD_BODY, FD_CONSEQUENCE,
-    FD_ALTERNATIVE, FD_DEFINITION, FD_CONDITION, FD_PARAMETERS, FD_LEFT, FD_RIGHT, FD_ALIAS, FD_COUNT
+    FD_ALTERNATIVE, FD_DEFINITION, FD_CONDITION, FD_PARAMETERS, FD_LEFT, FD_RIGHT, FD_ALIAS, FD_ARGUMENT, FD_COUNT
 };
 static const char *FIELD_NAMES[FD_COUNT] = {
     "function", "arguments", "value", "object", "attribute", "name", "body", "consequence", "alternative",
-    "definition", "condition", "parameters", "left", "right", "alias",
+    "definition", "condition", "parameters", "left", "right", "alias", "argument",
 };
 
 typedef struct {
@@ -77,9 +77,13 @@ typedef struct {
     int builtin;
     char **words; int n_words;
     char *keyword;        /* NULL: no keyword condition */
-    int min_args;
+    int min_args, max_args;  /* max_args < 0: no upper bound */
     int *args; int n_args; int has_args;
     int injection;
+    char **if_text; int n_if; int has_if;   /* rule applies only if the compact argument text holds one */
+    char **unless_text; int n_unless;       /* ... and none of these */
+    int unconditional;                      /* sink: tainted whatever flows in */
+    int safe;                               /* sanitizer: a call it names is no sink */
 } Rule;
 
 typedef struct {
@@ -159,7 +163,7 @@ static void arena_free(Arena *a) {
 typedef struct { int32_t s, d, t; } Edge;
 typedef struct { int32_t n; const int32_t *v; } Set;                 /* sorted, immutable */
 typedef struct { int32_t n, cap; int32_t *names; Set *sets; } Defs;  /* name id → set */
-typedef struct { int32_t node; int32_t injection; int32_t n; int32_t *points; } SinkArgs;
+typedef struct { int32_t node; int32_t injection; int32_t unconditional; int32_t n; int32_t *points; } SinkArgs;
 
 /* ------------------------------------------------------------------------------------------ */
 /* the per-graph builder                                                                        */
@@ -626,8 +630,23 @@ static void mark_call(B *b, int32_t i, TSNode node) {
     int matching[256];
     if (C.n_rules > 256) { fail(b, 1); return; }
     int nm = call_rules(callee, (size_t)callee_len, matching);
-    for (int m = 0; m < nm; m++) {
+    /* graphs._compact: the argument text without whitespace, built only when a rule reads it */
+    char *compact = NULL;
+    size_t compact_len = 0;
+    for (int m = 0; m < nm && !compact; m++) {
         const Rule *r = &C.rules[matching[m]];
+        if (!r->has_if && !r->n_unless) continue;
+        uint32_t len = 0;
+        const char *t = present(args) ? text(b, args, &len) : "";
+        compact = arena_alloc(&b->arena, (size_t)len + 1);
+        if (!compact) { fail(b, 2); return; }
+        for (uint32_t q = 0; q < len; q++) if (!is_space((unsigned char)t[q])) compact[compact_len++] = t[q];
+        compact[compact_len] = 0;
+    }
+    int applies[256], safe = 0;
+    for (int m = 0; m < nm; m++) {  /* graphs._applies */
+        const Rule *r = &C.rules[matching[m]];
+        applies[m] = 0;
         if (r->keyword) {  /* rule["keyword"] in {kwarg text without spaces} */
             int found = 0;
             size_t kl = strlen(r->keyword);
@@ -645,10 +664,24 @@ static void mark_call(B *b, int32_t i, TSNode node) {
             }
             if (!found) continue;
         }
-        if ((int)np < r->min_args) continue;
+        if ((int)np < r->min_args || (r->max_args >= 0 && (int)np > r->max_args)) continue;
+        if (r->has_if) {
+            int hit = 0;
+            for (int w = 0; w < r->n_if && !hit; w++) hit = compact && strstr(compact, r->if_text[w]) != NULL;
+            if (!hit) continue;
+        }
+        int veto = 0;
+        for (int w = 0; w < r->n_unless && !veto; w++) veto = compact && strstr(compact, r->unless_text[w]) != NULL;
+        if (veto) continue;
+        applies[m] = 1;
+        safe |= r->safe;
+    }
+    for (int m = 0; m < nm; m++) {
+        const Rule *r = &C.rules[matching[m]];
+        if (!applies[m] || (safe && r->mark == C.bit_sink)) continue;
         b->marks.v[i] |= (uint8_t)r->mark;
         if (r->mark == C.bit_sink) {
-            SinkArgs s = {i, r->injection, 0, NULL};
+            SinkArgs s = {i, r->injection, r->unconditional, 0, NULL};
             s.points = arena_alloc(&b->arena, (n + (uint32_t)r->n_args + 1) * sizeof(int32_t));
             if (!s.points) { fail(b, 2); return; }
             if (r->has_args) {
@@ -877,16 +910,10 @@ static Defs *merge(B *b, Defs **states, int count) {
     return out;
 }
 
-/* uses(expr): (name, node) for every read inside expr; calls read_use for each */
-static void read_use(B *b, int32_t name, TSNode node, const Defs *defs) {
-    const Set *s = defs_get(defs, name);
-    if (!s) return;
-    int32_t j = idx(b, node);
-    if (j < 0) return;
-    for (int32_t k = 0; k < s->n; k++) if (s->v[k] != j) add_edge(b, s->v[k], j, C.edge_dfg);
-}
+/* graphs._Builder.uses(expr): calls visit(name, node) for every variable or attribute read inside expr */
+typedef void (*UseFn)(B *b, int32_t name, TSNode node, void *ctx);
 
-static void read_expr(B *b, TSNode expr, const Defs *defs) {
+static void walk_uses(B *b, TSNode expr, UseFn visit, void *ctx) {
     if (!present(expr) || b->fail) return;
     VEC(struct { TSNode n; TSNode parent; }) stack = {0};
     int oom = 0;
@@ -904,10 +931,10 @@ static void read_expr(B *b, TSNode expr, const Defs *defs) {
                 if (pk == K_ATTRIBUTE && ts_node_eq(field(p, FD_ATTRIBUTE), n)) continue;
                 if (pk == K_KEYWORD_ARGUMENT && ts_node_eq(field(p, FD_NAME), n)) continue;
             }
-            read_use(b, text_name(b, n), n, defs);
+            visit(b, text_name(b, n), n, ctx);
         } else if (k == K_ATTRIBUTE) {
             int32_t name = dotted_name(b, n);
-            if (name >= 0 && b->name_len[name] > 0) read_use(b, name, n, defs);
+            if (name >= 0 && b->name_len[name] > 0) visit(b, name, n, ctx);
         }
         if (k != K_FUNCTION_DEFINITION && k != K_CLASS_DEFINITION && k != K_LAMBDA) {
             uint32_t nc; TSNode *cs = children(b, n, 1, &nc);
@@ -919,6 +946,134 @@ static void read_expr(B *b, TSNode expr, const Defs *defs) {
     }
     free(stack.v);
     if (oom) fail(b, 2);
+}
+
+/* graphs._Builder._read: a dfg edge from every reaching definition to each use */
+static void read_use(B *b, int32_t name, TSNode node, void *ctx) {
+    const Set *s = defs_get((const Defs *)ctx, name);
+    if (!s) return;
+    int32_t j = idx(b, node);
+    if (j < 0) return;
+    for (int32_t k = 0; k < s->n; k++) if (s->v[k] != j) add_edge(b, s->v[k], j, C.edge_dfg);
+}
+
+static void read_expr(B *b, TSNode expr, const Defs *defs) {
+    walk_uses(b, expr, read_use, (void *)defs);
+}
+
+/* -- guards (graphs._Builder.guards / _guard / _checked / _exits, and _validated) ------------------ */
+typedef struct { int32_t name; int32_t guard; } Checked;
+typedef VEC(Checked) CheckedList;
+typedef struct { CheckedList *out; int32_t guard; } CheckCtx;
+
+static void collect_checked(B *b, int32_t name, TSNode node, void *ctx) {
+    (void)node;
+    CheckCtx *c = ctx;
+    Checked item = {name, c->guard};
+    int oom = 0;
+    VPUSH(*c->out, item, oom);
+    if (oom) fail(b, 2);
+}
+
+static int is_sanitizer_node(B *b, TSNode n) {
+    int32_t j = idx(b, n);
+    return j >= 0 && (b->marks.v[j] & C.bit_sanitizer);
+}
+
+/* _checked: names a sanitizer call checks (its receiver and its arguments), appended to out */
+static void checked_names(B *b, TSNode call, CheckedList *out) {
+    CheckCtx ctx = {out, idx(b, call)};
+    TSNode fn = field(call, FD_FUNCTION);
+    if (present(fn) && sym_kind(fn) == K_ATTRIBUTE) walk_uses(b, field(fn, FD_OBJECT), collect_checked, &ctx);
+    walk_uses(b, field(call, FD_ARGUMENTS), collect_checked, &ctx);
+}
+
+/* _guard: 1 and the names (into out) with *holds = valid-when-true, or 0 when n is no guard */
+static int guard_of(B *b, TSNode n, CheckedList *out, int *holds) {
+    int k = sym_kind(n);
+    if (k == K_CALL && is_sanitizer_node(b, n)) { checked_names(b, n, out); *holds = 1; return 1; }
+    if (strcmp(ts_node_type(n), "comparison_operator") != 0 || ts_node_named_child_count(n) != 2) return 0;
+    uint32_t total = ts_node_child_count(n);
+    int ops = 0, in = 0;
+    for (uint32_t i = 0; i < total; i++) {
+        TSNode c = ts_node_child(n, i);
+        if (ts_node_is_named(c)) continue;
+        ops++;
+        const char *t = ts_node_type(c);
+        in = strcmp(t, "in") == 0 ? 1 : strcmp(t, "not in") == 0 ? 2 : 0;
+    }
+    if (ops != 1 || !in) return 0;
+    int32_t j = idx(b, n);
+    if (j < 0) return 0;
+    TSNode left = ts_node_named_child(n, 0), right = ts_node_named_child(n, 1);
+    int deny = sym_kind(left) == K_STRING;
+    b->marks.v[j] |= (uint8_t)C.bit_sanitizer;
+    CheckCtx ctx = {out, j};
+    walk_uses(b, deny ? right : left, collect_checked, &ctx);
+    *holds = (in == 1) != deny;
+    return 1;
+}
+
+/* guards(cond): names valid where it holds (passed) and where it does not (failed), in graphs.py's order */
+static void guards(B *b, TSNode cond, CheckedList *passed, CheckedList *failed) {
+    if (!present(cond)) return;
+    VEC(struct { TSNode n; int negated; }) stack = {0};
+    int oom = 0;
+    typeof(*stack.v) first = {cond, 0};
+    VPUSH(stack, first, oom);
+    CheckedList found = {0};
+    while (stack.n && !oom && !b->fail) {
+        typeof(*stack.v) top = stack.v[--stack.n];
+        TSNode n = top.n;
+        if (strcmp(ts_node_type(n), "not_operator") == 0) {
+            TSNode arg = field(n, FD_ARGUMENT);
+            if (present(arg)) { typeof(*stack.v) item = {arg, !top.negated}; VPUSH(stack, item, oom); }
+            continue;
+        }
+        int holds = 0;
+        found.n = 0;
+        if (guard_of(b, n, &found, &holds)) {
+            CheckedList *into = holds != top.negated ? passed : failed;
+            for (size_t i = 0; i < found.n && !oom; i++) VPUSH(*into, found.v[i], oom);
+            continue;
+        }
+        int k = sym_kind(n);
+        if (k == K_LAMBDA || k == K_FUNCTION_DEFINITION || k == K_CLASS_DEFINITION) continue;
+        uint32_t nc; TSNode *cs = children(b, n, 1, &nc);
+        for (uint32_t i = nc; i-- > 0 && !oom;) { typeof(*stack.v) item = {cs[i], top.negated}; VPUSH(stack, item, oom); }
+    }
+    free(stack.v);
+    free(found.v);
+    if (oom) fail(b, 2);
+}
+
+static Defs *validated(B *b, const Defs *defs, const CheckedList *checked) {
+    if (!checked->n) return (Defs *)defs;
+    Defs *d = defs_clone(b, defs, (int32_t)checked->n);
+    for (size_t i = 0; d && i < checked->n && !b->fail; i++)
+        if (checked->v[i].name >= 0 && checked->v[i].guard >= 0)
+            defs_put(b, d, checked->v[i].name, set_of(b, checked->v[i].guard));
+    return d;
+}
+
+/* _exits: the block's last statement leaves the function (return, raise, abort(), exit(), _exit()) */
+static int leaves(B *b, TSNode block) {
+    if (!present(block)) return 0;
+    uint32_t n;
+    TSNode *stmts = stmts_of(b, block, &n);
+    if (!stmts || !n) return 0;
+    TSNode last = stmts[n - 1];
+    const char *t = ts_node_type(last);
+    if (strcmp(t, "return_statement") == 0 || strcmp(t, "raise_statement") == 0) return 1;
+    if (sym_kind(last) != K_EXPRESSION_STATEMENT || !ts_node_named_child_count(last)) return 0;
+    TSNode expr = ts_node_named_child(last, 0);
+    if (sym_kind(expr) != K_CALL) return 0;
+    TSNode fn = field(expr, FD_FUNCTION), name = fn;
+    if (!present(fn)) return 0;
+    if (sym_kind(fn) == K_ATTRIBUTE) name = field(fn, FD_ATTRIBUTE);
+    else if (sym_kind(fn) != K_IDENTIFIER) return 0;
+    if (!present(name)) return 0;
+    return text_is(b, name, "abort") || text_is(b, name, "exit") || text_is(b, name, "_exit");
 }
 
 /* targets(node): calls fn for (name, node, strong) */
@@ -1033,23 +1188,37 @@ static Defs *dfg_stmt(B *b, TSNode stmt, Defs *defs) {
     if (t == K_EXPRESSION_STATEMENT) {
         uint32_t nc; TSNode *cs = children(b, stmt, 1, &nc);
         for (uint32_t i = 0; i < nc && defs; i++) defs = dfg_expr(b, cs[i], defs);
+        if (nc == 1 && defs && sym_kind(cs[0]) == K_CALL && is_sanitizer_node(b, cs[0])) {
+            CheckedList checked = {0};  /* validate_key(name): name is checked from here on */
+            checked_names(b, cs[0], &checked);
+            defs = validated(b, defs, &checked);
+            free(checked.v);
+        }
         return defs;
     }
-    if (t == K_IF_STATEMENT) {
-        read_expr(b, field(stmt, FD_CONDITION), defs);
+    if (t == K_IF_STATEMENT) {  /* graphs._Builder.dfg_if */
+        TSNode cond = field(stmt, FD_CONDITION), consequence = field(stmt, FD_CONSEQUENCE);
+        read_expr(b, cond, defs);
+        CheckedList passed = {0}, failed = {0};
+        guards(b, cond, &passed, &failed);
         uint32_t na; TSNode *alts = field_children(b, stmt, FD_ALTERNATIVE, &na);
         Defs **branches = arena_alloc(&b->arena, (na + 2) * sizeof(Defs *));
-        if (!branches) { fail(b, 2); return defs; }
+        if (!branches) { fail(b, 2); free(passed.v); free(failed.v); return defs; }
         int nb = 0, has_else = 0;
-        branches[nb++] = dfg_block(b, field(stmt, FD_CONSEQUENCE), defs);
-        for (uint32_t a = 0; a < na; a++) {
-            read_expr(b, field(alts[a], FD_CONDITION), defs);
+        Defs *out = dfg_block(b, consequence, validated(b, defs, &passed));
+        int left = leaves(b, consequence);
+        if (!left) branches[nb++] = out;
+        for (uint32_t a = 0; a < na && !b->fail; a++) {
+            Defs *inside = validated(b, defs, &failed);
+            read_expr(b, field(alts[a], FD_CONDITION), inside);
             TSNode body = field(alts[a], FD_CONSEQUENCE);
             if (!present(body)) body = field(alts[a], FD_BODY);
-            branches[nb++] = dfg_block(b, body, defs);
+            Defs *after = dfg_block(b, body, inside);
+            if (!leaves(b, body)) branches[nb++] = after;
             has_else |= sym_kind(alts[a]) == K_ELSE_CLAUSE;
         }
-        if (!has_else) branches[nb++] = defs;
+        if (!has_else) branches[nb++] = na ? defs : validated(b, defs, &failed);  /* fell through a lone if */
+        free(passed.v); free(failed.v);
         return merge(b, branches, nb);
     }
     if (t == K_FOR_STATEMENT) {
@@ -1198,6 +1367,7 @@ static void propagate_taint(B *b) {
     for (size_t s = 0; s < b->sinks.n; s++) {
         SinkArgs *a = &b->sinks.v[s];
         const uint8_t *set = a->injection ? injected : tainted;
+        if (a->unconditional) { b->marks.v[a->node] |= (uint8_t)C.bit_tainted_sink; continue; }
         for (int32_t k = 0; k < a->n; k++)
             if (set[a->points[k]]) { b->marks.v[a->node] |= (uint8_t)C.bit_tainted_sink; break; }
     }
@@ -1365,6 +1535,19 @@ static char *dup_str(PyObject *s) {
     return c;
 }
 
+/* A sequence of str → a NULL-terminated array of copies (count in *n). */
+static char **str_list(PyObject *seq, int *n) {
+    *n = (int)PySequence_Size(seq);
+    if (*n < 0) { *n = 0; return NULL; }
+    char **out = calloc((size_t)*n + 1, sizeof(char *));
+    for (int w = 0; out && w < *n; w++) {
+        PyObject *item = PySequence_GetItem(seq, w);
+        out[w] = item ? dup_str(item) : NULL;
+        Py_XDECREF(item);
+    }
+    return out;
+}
+
 static int in_names(PyObject *names, const char *name) {
     PyObject *s = PyUnicode_FromString(name);
     if (!s) return -1;
@@ -1415,24 +1598,23 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (PyErr_Occurred()) return NULL;
     for (int f = 0; f < FD_COUNT; f++)
         C.field[f] = ts_language_field_id_for_name(language, FIELD_NAMES[f], (uint32_t)strlen(FIELD_NAMES[f]));
-    /* rules: (mark, call, builtin, words, keyword, min_args, args or None, injection) */
+    /* rules: (mark, call, builtin, words, keyword, min_args, args or None, injection, if_text or None,
+     *         unless_text, unconditional, safe, max_args) */
     PyObject *rseq = PySequence_Fast(rules, "rules must be a sequence");
     if (!rseq) return NULL;
     C.n_rules = (int)PySequence_Fast_GET_SIZE(rseq);
     C.rules = calloc((size_t)C.n_rules + 1, sizeof(Rule));
     for (int i = 0; i < C.n_rules; i++) {
         Rule *r = &C.rules[i];
-        PyObject *call, *words, *keyword, *rargs;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(rseq, i), "iOpOOiOp", &r->mark, &call, &r->builtin, &words,
-                              &keyword, &r->min_args, &rargs, &r->injection)) { Py_DECREF(rseq); return NULL; }
+        PyObject *call, *words, *keyword, *rargs, *if_text, *unless_text;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(rseq, i), "iOpOOiOpOOppi", &r->mark, &call, &r->builtin,
+                              &words, &keyword, &r->min_args, &rargs, &r->injection, &if_text, &unless_text,
+                              &r->unconditional, &r->safe, &r->max_args)) { Py_DECREF(rseq); return NULL; }
         r->call = dup_str(call); r->keyword = dup_str(keyword);
-        r->n_words = (int)PySequence_Size(words);
-        r->words = calloc((size_t)r->n_words + 1, sizeof(char *));
-        for (int w = 0; w < r->n_words; w++) {
-            PyObject *item = PySequence_GetItem(words, w);
-            r->words[w] = item ? dup_str(item) : NULL;
-            Py_XDECREF(item);
-        }
+        r->words = str_list(words, &r->n_words);
+        r->has_if = if_text != Py_None;
+        if (r->has_if) r->if_text = str_list(if_text, &r->n_if);
+        r->unless_text = str_list(unless_text, &r->n_unless);
         r->has_args = rargs != Py_None;
         if (r->has_args) {
             r->n_args = (int)PySequence_Size(rargs);

@@ -30,8 +30,8 @@ GRAPH_ERRORS = (RecursionError, ValueError)
 
 
 def _rules() -> list[tuple]:
-    """The rule table as (mark bit, call, builtin, name words, keyword, min args, args, injection), in
-    graphs._call_rules' order."""
+    """The rule table as (mark bit, call, builtin, name words, keyword, min args, args, injection, if text,
+    unless text, unconditional, safe, max args or -1), in graphs._call_rules' order."""
     out = []
     for kind, mark in graphs._RULE_KINDS:
         for rule in graphs.taint_rules()[kind]:
@@ -42,7 +42,9 @@ def _rules() -> list[tuple]:
                 raise ValueError(f"taint rule {rule}: negative argument positions are not supported")
             out.append((MARK_BIT[mark], rule.get("call"), bool(rule.get("builtin")),
                         tuple(rule.get("name_words", ())), rule.get("keyword"), int(rule.get("min_args", 0)),
-                        tuple(args) if args is not None else None, bool(rule.get("injection"))))
+                        tuple(args) if args is not None else None, bool(rule.get("injection")),
+                        tuple(rule["if_text"]) if "if_text" in rule else None, tuple(rule.get("unless_text", ())),
+                        bool(rule.get("unconditional")), bool(rule.get("safe")), int(rule.get("max_args", -1))))
     return out
 
 

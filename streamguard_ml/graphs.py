@@ -187,6 +187,22 @@ def _call_rules(callee: str) -> tuple[tuple[str, dict], ...]:
     return tuple((mark, rule) for mark, rule in rules if words & set(rule.get("name_words", ())))
 
 
+def _compact(args: Any | None) -> str:
+    """A call's argument text without whitespace (what ``if_text`` / ``unless_text`` search)."""
+    return "".join(args.text.decode("utf-8", "replace").split()) if args is not None else ""
+
+
+def _applies(rule: dict, keywords: set[str], positional: int, text: str) -> bool:
+    """Whether a matching rule's conditions hold for this call (keyword, argument count, argument text)."""
+    if rule.get("keyword") and rule["keyword"] not in keywords:
+        return False
+    if positional < rule.get("min_args", 0) or positional > rule.get("max_args", positional):
+        return False
+    if "if_text" in rule and not any(t in text for t in rule["if_text"]):
+        return False
+    return not any(t in text for t in rule.get("unless_text", ()))
+
+
 def _named_by(rule: dict, callee: str) -> bool:
     if rule.get("builtin"):
         return callee in (rule["call"], "builtins." + rule["call"])
@@ -216,8 +232,8 @@ class _Builder:
         self.g = ProgramGraph()
         self.index: dict[int, int] = {}
         self.nodes: list[Any] = []
-        # sink call → (argument nodes data is injected through, only string-built taint counts)
-        self.sink_args: dict[int, list[tuple[list[int], bool]]] = {}
+        # sink call → (argument nodes data is injected through, only string-built taint counts, unconditional)
+        self.sink_args: dict[int, list[tuple[list[int], bool, bool]]] = {}
 
     # -- nodes and AST edges -------------------------------------------------
     def collect(self, root: Any) -> None:
@@ -297,16 +313,17 @@ class _Builder:
         positional = [v for a, v in zip(arg_nodes, values) if a.type != "keyword_argument"]
         keywords = {a.text.decode("utf-8", "replace").replace(" ", "") for a in arg_nodes
                     if a.type == "keyword_argument"}
-        for mark, rule in matching:
-            if rule.get("keyword") and rule["keyword"] not in keywords:
-                continue
-            if len(positional) < rule.get("min_args", 0):
-                continue
+        text = _compact(args) if any("if_text" in r or "unless_text" in r for _, r in matching) else ""
+        applicable = [(mark, rule) for mark, rule in matching if _applies(rule, keywords, len(positional), text)]
+        if any(rule.get("safe") for _, rule in applicable):  # a safe API (defusedxml, yaml.safe_load) is no sink
+            applicable = [(mark, rule) for mark, rule in applicable if mark != "sink"]
+        for mark, rule in applicable:
             self.g.marks[i] |= MARK_BIT[mark]
             if mark == "sink":  # "args": the positions that are injection points (execute's query, not its params)
                 points = [positional[k] for k in rule["args"] if k < len(positional)] if "args" in rule else values
                 self.sink_args.setdefault(i, []).append(
-                    ([j for j in map(self.idx, points) if j is not None], bool(rule.get("injection"))))
+                    ([j for j in map(self.idx, points) if j is not None], bool(rule.get("injection")),
+                     bool(rule.get("unconditional"))))
 
     # -- taint analysis ------------------------------------------------------------
     def propagate_taint(self) -> None:
@@ -318,7 +335,10 @@ class _Builder:
         A sink call whose injection point (any argument, or those its rule names: the
         query of ``execute(q, params)``, not the bound parameters) is tainted — for
         ``injection`` rules such as name-matched project wrappers, injected — gets
-        ``tainted_sink``: the pattern a fix removes.
+        ``tainted_sink``: the pattern a fix removes.  An ``unconditional`` sink (an API
+        or setting that is the weakness itself: ``yaml.load`` without a safe loader,
+        ``pickle.loads``, ``XMLParser(resolve_entities=True)``) is a tainted sink
+        whatever flows into it.
         """
         g, marks = self.g, self.g.marks
         flows: list[list[int]] = [[] for _ in range(g.num_nodes)]
@@ -334,7 +354,8 @@ class _Builder:
         for i in tainted:
             marks[i] |= MARK_BIT["tainted"]
         for i, rules in self.sink_args.items():
-            if any(any(a in (injected if injection else tainted) for a in points) for points, injection in rules):
+            if any(always or any(a in (injected if injection else tainted) for a in points)
+                   for points, injection, always in rules):
                 marks[i] |= MARK_BIT["tainted_sink"]
 
     def _reach(self, seeds: list[int], flows: list[list[int]]) -> set[int]:
@@ -495,17 +516,12 @@ class _Builder:
         if t == "expression_statement":
             for child in stmt.named_children:
                 defs = self._dfg_expr(child, defs)
+            only = stmt.named_children[0] if len(stmt.named_children) == 1 else None
+            if only is not None and only.type == "call" and self._is_sanitizer(only):
+                defs = _validated(defs, self._checked(only))  # validate_key(name): name is checked from here on
             return defs
         if t == "if_statement":
-            self._read(stmt.child_by_field_name("condition"), defs)
-            branches = [self.dfg_block(stmt.child_by_field_name("consequence"), defs)]
-            has_else = False
-            for alt in stmt.children_by_field_name("alternative"):
-                self._read(alt.child_by_field_name("condition"), defs)
-                body = alt.child_by_field_name("consequence") or alt.child_by_field_name("body")
-                branches.append(self.dfg_block(body, defs))
-                has_else |= alt.type == "else_clause"
-            return _merge(branches + ([] if has_else else [defs]))
+            return self.dfg_if(stmt, defs)
         if t == "for_statement":
             self._read(stmt.child_by_field_name("right"), defs)
             loop = self._bind(stmt.child_by_field_name("left"), stmt.child_by_field_name("right"), defs)
@@ -541,6 +557,104 @@ class _Builder:
         self._read(stmt, defs)
         return defs
 
+    # -- guards: checks that validate a value for the code they protect -----------------------
+    def dfg_if(self, stmt: Any, defs: dict[str, set[int]]) -> dict[str, set[int]]:
+        """Reaching definitions through an ``if``, with its guards.
+
+        A branch that leaves the function (``return``, ``raise``, ``abort()``, ``exit()``)
+        passes no definition on.  A *guard* in the condition — a sanitizer call
+        (``is_safe_url(u)``, ``p.startswith(base)``, ``validate(x)``) or an allow/deny-list
+        membership test (``host in ALLOWED``, ``".." in path``) — validates the names it
+        checks where the check passed: in that branch, and on the path that falls through
+        a lone ``if`` (``if not ok(u): abort()`` or ``if not ok(u): u = "/"``) they are
+        re-defined by the guard node (a sanitizer, so no taint flows on).  That is how
+        real fixes of path traversal, open redirects and SSRF look.
+        """
+        cond = stmt.child_by_field_name("condition")
+        self._read(cond, defs)
+        passed, failed = self.guards(cond)
+        consequence = stmt.child_by_field_name("consequence")
+        out = self.dfg_block(consequence, _validated(defs, passed))
+        leaves = self._exits(consequence)
+        branches = [] if leaves else [out]
+        has_else = False
+        for alt in stmt.children_by_field_name("alternative"):
+            inside = _validated(defs, failed)
+            self._read(alt.child_by_field_name("condition"), inside)
+            body = alt.child_by_field_name("consequence") or alt.child_by_field_name("body")
+            out = self.dfg_block(body, inside)
+            if not self._exits(body):
+                branches.append(out)
+            has_else |= alt.type == "else_clause"
+        if not has_else:  # falling through past a lone ``if``: its condition was false
+            alternatives = stmt.children_by_field_name("alternative")
+            branches.append(defs if alternatives else _validated(defs, failed))
+        return _merge(branches)
+
+    def guards(self, cond: Any | None) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """(name, guard node) pairs valid where the condition holds, and where it does not."""
+        passed: list[tuple[str, int]] = []
+        failed: list[tuple[str, int]] = []
+        stack = [(cond, False)] if cond is not None else []
+        while stack:
+            n, negated = stack.pop()
+            if n.type == "not_operator":
+                arg = n.child_by_field_name("argument")
+                if arg is not None:
+                    stack.append((arg, not negated))
+                continue
+            checked, holds = self._guard(n)
+            if checked is not None:
+                (passed if holds != negated else failed).extend(checked)
+                continue
+            if n.type not in ("lambda", "function_definition", "class_definition"):
+                stack.extend((c, negated) for c in reversed(n.named_children))
+        return passed, failed
+
+    def _guard(self, n: Any) -> tuple[list[tuple[str, int]] | None, bool]:
+        """(names checked, whether they are valid when ``n`` is true), or (None, _) for no guard."""
+        if n.type == "call" and self._is_sanitizer(n):
+            return self._checked(n), True
+        if n.type != "comparison_operator" or len(n.named_children) != 2:
+            return None, False
+        ops = [c.type for c in n.children if not c.is_named]
+        if ops not in (["in"], ["not in"]):
+            return None, False
+        j = self.idx(n)
+        if j is None:
+            return None, False
+        left, right = n.named_children
+        deny = left.type == "string"  # ".." in path: a deny-list; host in ALLOWED: an allow-list
+        self.g.marks[j] |= MARK_BIT["sanitizer"]
+        names = [(name, j) for name, _ in self.uses(right if deny else left)]
+        return names, (ops == ["in"]) != deny
+
+    def _is_sanitizer(self, node: Any) -> bool:
+        j = self.idx(node)
+        return j is not None and bool(self.g.marks[j] & MARK_BIT["sanitizer"])
+
+    def _checked(self, call: Any) -> list[tuple[str, int]]:
+        """Names a sanitizer call checks: its receiver (``p`` of ``p.startswith``) and its arguments."""
+        j = self.idx(call)
+        fn, args = call.child_by_field_name("function"), call.child_by_field_name("arguments")
+        parts = [fn.child_by_field_name("object")] if fn is not None and fn.type == "attribute" else []
+        return [(name, j) for part in parts + [args] if part is not None for name, _ in self.uses(part)]
+
+    def _exits(self, block: Any | None) -> bool:
+        """Whether a block's last statement leaves the function (return, raise, abort(), exit())."""
+        if block is None:
+            return False
+        stmts = self.statements(block) if block.type in ("block", "module") else [block]
+        if not stmts:
+            return False
+        last = stmts[-1]
+        if last.type in ("return_statement", "raise_statement"):
+            return True
+        expr = last.named_children[0] if last.type == "expression_statement" and last.named_children else None
+        fn = expr.child_by_field_name("function") if expr is not None and expr.type == "call" else None
+        name = callee_name(fn) if fn is not None else None
+        return bool(name) and name.rsplit(".", 1)[-1] in _EXIT_CALLS
+
     def _dfg_expr(self, expr: Any, defs: dict[str, set[int]]) -> dict[str, set[int]]:
         if expr.type == "assignment":
             right = expr.child_by_field_name("right")
@@ -557,6 +671,20 @@ class _Builder:
             return out
         self._read(expr, defs)
         return defs
+
+
+#: Calls that leave the function as ``raise`` does (Flask's ``abort``, ``sys.exit``).
+_EXIT_CALLS = frozenset({"abort", "exit", "_exit"})
+
+
+def _validated(defs: dict[str, set[int]], checked: list[tuple[str, int]]) -> dict[str, set[int]]:
+    """``defs`` with every checked name re-defined by its guard node."""
+    if not checked:
+        return defs
+    out = {k: set(v) for k, v in defs.items()}
+    for name, j in checked:
+        out[name] = {j}
+    return out
 
 
 def _merge(states: list[dict[str, set[int]]]) -> dict[str, set[int]]:

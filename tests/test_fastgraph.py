@@ -75,6 +75,32 @@ def handler(req, *args, limit: int = 10, **kw):
     "async def f(url):\n    async with session.get(url) as r:\n        return await r.text()\n",
     "match cmd:\n    case [\"go\", d]:\n        run(d)\n    case _:\n        pass\n",
     "x = " + "(" * 60 + "1" + ")" * 60 + "\n",
+    # guards, rule conditions (if_text / unless_text / keyword), unconditional and safe rules
+    '''def view(request, name, host):
+    nxt = request.args.get("next")
+    if not url_has_allowed_host_and_scheme(nxt, allowed_hosts=ALLOWED) or nxt.startswith("//"):
+        nxt = "/"
+    elif ".." in name:
+        abort(404)
+    else:
+        validate_name(name)
+    if host not in ALLOWED_HOSTS:
+        raise PermissionError(host)
+    if is_safe_url(nxt) and "x" not in name:
+        return redirect(nxt)
+    validate_path(name)
+    if not (name or host):
+        sys.exit(1)
+    cfg = yaml.load(open(name), Loader=yaml.SafeLoader)
+    raw = yaml.load(request.data)
+    doc = defusedxml.ElementTree.fromstring(request.data)
+    tree = etree.fromstring(request.data, etree.XMLParser(resolve_entities=False))
+    bad = etree.XMLParser(resolve_entities=True)
+    parser.setFeature(feature_external_ges, True)
+    arr = np.load(name, allow_pickle=True)
+    html = render_template_string("<p>{{ x|safe }}</p>", x=name)
+    return requests.get("http://" + host, timeout=5), pickle.loads(raw)
+''',
 ]
 
 

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from streamguard_ml.graphs import EDGE_TYPES, ast_only, build_graph, first_error_line, vocabulary
 
 RULE_MARKS = ("source", "sink", "sanitizer")
@@ -145,3 +147,108 @@ def test_syntax_errors_are_located():
     assert first_error_line("def f(:\n    pass\n") == 1
     assert first_error_line("def f():\n    return (1,\n\nx = 2\n") is not None
     assert first_error_line(CODE) is None
+
+
+def _tainted_sink_lines(code):
+    from streamguard_ml.graphs import MARK_BIT
+
+    g = build_graph(code)
+    return sorted({g.start_line[i] for i, m in enumerate(g.marks) if m & MARK_BIT["tainted_sink"]})
+
+
+#: Per vulnerability class: (vulnerable function, its fix). The rules flag the first and not the second.
+CLASS_PAIRS = {
+    "CWE-89 sql injection": (
+        "def f(db):\n    q = 'SELECT * FROM t WHERE n = ' + request.args['n']\n    return pd.read_sql(q, db)\n",
+        "def f(db):\n    q = 'SELECT * FROM t WHERE n = %s'\n    return pd.read_sql(q, db, params=[request.args['n']])\n"),
+    "CWE-78 command injection": (
+        "def f():\n    return subprocess.getoutput('ping ' + request.args['host'])\n",
+        "def f():\n    return subprocess.run(['ping', request.args['host']], capture_output=True)\n"),
+    "CWE-22 path traversal (guard)": (
+        "def f():\n    name = request.args['f']\n    return open(os.path.join(BASE, name)).read()\n",
+        "def f():\n    name = request.args['f']\n    if '..' in name:\n        abort(400)\n"
+        "    return open(os.path.join(BASE, name)).read()\n"),
+    "CWE-22 zip slip": ("def f(tar, dest):\n    tar.extractall(dest)\n",
+                        "def f(tar, dest):\n    tar.extractall(dest, filter='data')\n"),
+    "CWE-79 xss (mark_safe)": ("def f(request):\n    return mark_safe('<b>' + request.GET['q'] + '</b>')\n",
+                               "def f(request):\n    return format_html('<b>{}</b>', request.GET['q'])\n"),
+    "CWE-79 xss (|safe)": ("def f():\n    return render_template_string('<p>{{ c|safe }}</p>', c=request.args['c'])\n",
+                           "def f():\n    return render_template_string('<p>{{ c }}</p>', c=request.args['c'])\n"),
+    "CWE-79 xss (autoescape)": ("def f():\n    env = Environment(loader=L, autoescape=False)\n    return env\n",
+                                "def f():\n    env = Environment(loader=L, autoescape=True)\n    return env\n"),
+    "CWE-94 code injection": ("def f():\n    return eval(request.form['expr'])\n",
+                              "def f():\n    return ast.literal_eval(request.form['expr'])\n"),
+    "CWE-94 compile": ("def f(src):\n    return compile(src, '<rule>', 'exec')\n",
+                       "def f(src):\n    return ast.parse(src)\n"),
+    "CWE-502 pickle": ("def f(blob):\n    return pickle.loads(base64.b64decode(blob))\n",
+                       "def f(blob):\n    return json.loads(base64.b64decode(blob))\n"),
+    "CWE-502 yaml": ("def f(path):\n    with open(CONFIG) as fh:\n        return yaml.load(fh)\n",
+                     "def f(path):\n    with open(CONFIG) as fh:\n        return yaml.load(fh, Loader=yaml.SafeLoader)\n"),
+    "CWE-502 marshal/jsonpickle/shelve": (
+        "def f(d):\n    a = marshal.loads(d)\n    b = jsonpickle.decode(d)\n    return shelve.open(d), a, b\n",
+        "def f(d):\n    return json.loads(d)\n"),
+    "CWE-611 xxe (lxml)": ("def f():\n    return etree.fromstring(request.data)\n",
+                           "def f():\n    return defusedxml.ElementTree.fromstring(request.data)\n"),
+    "CWE-611 xxe (parser)": (
+        "def f(x):\n    p = etree.XMLParser(resolve_entities=True)\n    return etree.fromstring(x, p)\n",
+        "def f(x):\n    p = etree.XMLParser(resolve_entities=False)\n    return etree.fromstring(x, p)\n"),
+    "CWE-611 xxe (sax)": ("def f(p, x):\n    p.setFeature(feature_external_ges, True)\n    p.parse(x)\n",
+                          "def f(p, x):\n    p.setFeature(feature_external_ges, False)\n    p.parse(x)\n"),
+    "CWE-918 ssrf (allow-list)": (
+        "def f():\n    url = request.args['url']\n    return requests.get(url, timeout=5)\n",
+        "def f():\n    url = request.args['url']\n    if urlparse(url).hostname not in ALLOWED_HOSTS:\n"
+        "        raise ValueError(url)\n    return requests.get(url, timeout=5)\n"),
+    "CWE-918 ssrf (urllib)": ("def f(host):\n    return urlopen('http://' + host + '/status')\n",
+                              "def f(host):\n    return urlopen(STATUS_URL, timeout=3)\n"),
+    "CWE-601 open redirect": (
+        "def f(request):\n    nxt = request.GET.get('next')\n    return HttpResponseRedirect(nxt)\n",
+        "def f(request):\n    nxt = request.GET.get('next')\n"
+        "    if not url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):\n"
+        "        nxt = '/'\n    return HttpResponseRedirect(nxt)\n"),
+    "CWE-601 redirect (url_for)": ("def f():\n    return redirect(request.args['next'])\n",
+                                   "def f():\n    return redirect(url_for('home', next=request.args['next']))\n"),
+    "CWE-1336 template injection": (
+        "def f(name):\n    return Template('Hello ' + name).render()\n",
+        "def f(name):\n    return render_template('hello.html', name=name)\n"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(CLASS_PAIRS))
+def test_each_vulnerability_class_is_flagged_and_its_fix_is_not(label):
+    vulnerable, fixed = CLASS_PAIRS[label]
+    assert _tainted_sink_lines(vulnerable), f"{label}: the vulnerable version is not flagged"
+    assert not _tainted_sink_lines(fixed), f"{label}: the fix is still flagged"
+
+
+def test_guards_validate_only_where_the_check_passed():
+    code = '''def f():
+    u = request.args["u"]
+    if is_safe_url(u):
+        ok = redirect(u)
+    else:
+        bad = redirect(u)
+    if not is_safe_url(u):
+        still = redirect(u)
+    return u
+'''
+    assert _tainted_sink_lines(code) == [6, 8]
+    # a check whose failing branch leaves protects what follows; one that only logs does not
+    leaves = "def f(p):\n    if not p.startswith(BASE):\n        abort(403)\n    return open(p).read()\n"
+    logs = "def f(p):\n    if not p.startswith(BASE):\n        log.warning(p)\n    return open(p).read()\n"
+    assert not _tainted_sink_lines(leaves) and _tainted_sink_lines(logs) == [4]
+    # a validator called as a statement checks its argument from there on
+    assert _tainted_sink_lines("def f(k):\n    validate_key(k)\n    return open(k)\n") == []
+    assert _tainted_sink_lines("def f(k):\n    x = open(k)\n    validate_key(k)\n    return x\n") == [2]
+
+
+def test_a_branch_that_leaves_passes_no_definition_on():
+    code = "def f(a):\n    q = 'SELECT 1'\n    if a:\n        q = 'SELECT ' + a\n        return cur.execute(q)\n    cur.execute(q)\n"
+    assert _tainted_sink_lines(code) == [5]
+
+
+def test_safe_apis_are_never_sinks_and_sanitizer_wrappers_are_recognised():
+    assert not _tainted_sink_lines("def f(x):\n    return send_from_directory(UPLOADS, x)\n")
+    assert not _tainted_sink_lines("def f(x):\n    return open(sanitize_path(x))\n")
+    assert not _tainted_sink_lines("def f(s):\n    return string.Template(s).substitute(a=1)\n")
+    assert _tainted_sink_lines("def f(x):\n    return np.load(x, allow_pickle=True)\n")
+    assert not _tainted_sink_lines("def f(x):\n    return np.load(BASE_NPY)\n")
