@@ -20,6 +20,10 @@ CWE_NAMES = {
     "CWE-79": "xss",
     "CWE-94": "code_injection",
     "CWE-502": "deserialization",
+    "CWE-611": "xxe",
+    "CWE-918": "ssrf",
+    "CWE-601": "open_redirect",
+    "CWE-1336": "template_injection",
 }
 VULN_TYPE_TO_CWE = {v: k for k, v in CWE_NAMES.items()}
 

@@ -140,8 +140,12 @@ def test_a_function_whose_graph_fails_is_quarantined_not_lost(store, tiny_base_m
     ingest(store, "deep", cfg.sources)
     result = preprocess(store, "deep", cfg)
     card = store.read_json(layout.dataset_card("deep", "json"))
-    assert card["quarantine"]["reasons"].get("graph_error") == 1 and result["quarantined"] >= 1
-    assert "deep" not in {r["id"] for r in store.read_jsonl(layout.manifest("deep"))}
+    assert card["quarantine"]["reasons"].get("graph_error") >= 1 and result["quarantined"] >= 1
+    failed = [r for key in store.list(layout.processed("deep")) if key.endswith("quarantine.jsonl")
+              for r in store.read_jsonl(key) if r["reason"] == "graph_error"]
+    assert len(failed) == card["quarantine"]["reasons"]["graph_error"]
+    assert {r["id"].split("~aug")[0] for r in failed} == {"deep"}  # the function (and any augmented copy) only
+    assert "deep" not in {r["id"].split("~aug")[0] for r in store.read_jsonl(layout.manifest("deep"))}
 
 
 def test_tensor_shards_are_compressed_safetensors(processed_run):
