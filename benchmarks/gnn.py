@@ -114,12 +114,12 @@ def validation_part(groups: Sequence[str], train_idx: np.ndarray, seed: int) -> 
 def train_gnn(train: Any, val: Any, args: argparse.Namespace) -> Any:
     from streamguard_ml.graphs import vocabulary
     from streamguard_ml.kinds import GNNKind
-    from streamguard_ml.train import build_parser, fit, seed_everything
+    from streamguard_ml.train import apply_defaults, build_parser, fit, seed_everything
 
-    targs = build_parser().parse_args([
+    targs = apply_defaults(build_parser().parse_args([
         "--model-type", "gnn", "--epochs", str(args.epochs), "--patience", str(args.patience),
         "--hidden", str(args.hidden), "--layers", str(args.layers), "--batch-size", str(args.batch_size),
-        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed), "--dropout", "0.2"])
+        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed), "--dropout", "0.2"]))
     targs.checkpoint_dir = None
     seed_everything(args.seed)
     kind = GNNKind()
@@ -164,11 +164,13 @@ def explain_lines(kind: Any, model: Any, test: Any, limit: int) -> dict[str, lis
     """Top lines by IG and by attention for the first ``limit`` vulnerable samples with known lines."""
     from types import SimpleNamespace
 
+    from streamguard_ml.calibration import Calibrator
     from streamguard_ml.explain import explain_split
 
     known = [i for i, (y, lines) in enumerate(zip(test.records["label"], test.records["vulnerable_lines"]))
              if y == 1 and len(lines)][:limit]
-    loaded = SimpleNamespace(model=model, kind=kind)  # what explain_split reads of a LoadedModel
+    # what explain_split reads of a LoadedModel (raw scores, threshold 0.5: this benchmark compares graphs)
+    loaded = SimpleNamespace(model=model, kind=kind, model_type="gnn", calibrator=Calibrator(), threshold=0.5)
     out: dict[str, list] = {"truth": [list(test.records["vulnerable_lines"].iloc[i]) for i in known]}
     for method in ("ig", "attention"):
         out[method] = [e.top_lines(3) for e in explain_split(loaded, test, known, method=method)]

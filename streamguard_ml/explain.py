@@ -37,6 +37,11 @@ class Explanation:
     lines: list[tuple[int, float]]  # (line, attribution), most incriminating first
     units: list[dict[str, Any]] = field(default_factory=list)  # per node / token, strongest first
     completeness: dict[str, float] | None = None
+    threshold: float | None = None  # the version's decision threshold; score >= threshold is flagged
+
+    @property
+    def flagged(self) -> bool | None:
+        return None if self.threshold is None else self.score >= self.threshold
 
     def top_lines(self, k: int) -> list[int]:
         return [line for line, _ in self.lines[:k]]
@@ -44,6 +49,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lines"] = [{"line": ln, "attribution": round(a, 6)} for ln, a in self.lines]
+        d["flagged"] = self.flagged
         return d
 
 
@@ -89,7 +95,7 @@ def _log_odds(logits: torch.Tensor) -> torch.Tensor:
 
 
 def explain_gnn(model: Any, graph: dict[str, np.ndarray], method: str = "ig") -> tuple[np.ndarray, float, dict | None]:
-    """Per-node attributions for one graph, the vulnerable probability, and the IG check."""
+    """Per-node attributions for one graph, the raw vulnerable-vs-safe log-odds, and the IG check."""
     t = {k: torch.from_numpy(np.asarray(v).astype(np.int64)) for k, v in graph.items() if k != "node_line"}
     n = t["node_type"].shape[0]
     model.eval()
@@ -106,22 +112,22 @@ def explain_gnn(model: Any, graph: dict[str, np.ndarray], method: str = "ig") ->
 
     with torch.no_grad():
         logits, extras = model.forward_embedded(h0, t["edge_index"], t["edge_type"], torch.zeros(n, dtype=torch.long), 1)
-        prob = float(torch.softmax(logits, -1)[0, 1])
+        z = float(_log_odds(logits)[0])
     if method == "attention":
         from torch_geometric.utils import softmax
 
         with torch.no_grad():
             gate = model.pool.gate_nn(extras["node_states"]).squeeze(-1)
             weights = softmax(gate, torch.zeros(n, dtype=torch.long))
-        return weights.numpy(), prob, None
+        return weights.numpy(), z, None
     if method != "ig":
         raise ValueError(f"method {method!r}: use ig or attention")
     attr, check = _integrated_gradients(forward, h0.unsqueeze(0), torch.zeros_like(h0).unsqueeze(0))
-    return attr[0].sum(-1).numpy(), prob, check
+    return attr[0].sum(-1).numpy(), z, check
 
 
 def explain_transformer(model: Any, kind: Any, token_ids: np.ndarray, method: str = "ig") -> tuple[np.ndarray, float, dict | None]:
-    """Per-token attributions (over the unpadded token sequence) for one function."""
+    """Per-token attributions (over the unpadded token sequence) for one function, and its raw log-odds."""
     from .tokens import collate_windows
 
     if method != "ig":
@@ -144,7 +150,7 @@ def explain_transformer(model: Any, kind: Any, token_ids: np.ndarray, method: st
 
     with torch.no_grad():
         logits, _ = model(wb.input_ids, wb.attention_mask, wb.window_sample, 1)
-        prob = float(torch.softmax(logits, -1)[0, 1])
+        z = float(_log_odds(logits)[0])
     attr, check = _integrated_gradients(forward, emb.unsqueeze(0), baseline.unsqueeze(0))
     per_position = attr[0].sum(-1)  # [windows, L]
     per_token = np.zeros(len(token_ids), dtype=np.float64)
@@ -152,25 +158,32 @@ def explain_transformer(model: Any, kind: Any, token_ids: np.ndarray, method: st
         # A token seen by two overlapping windows contributed through both: summing keeps
         # completeness (token and line attributions still add up to f(x) - f(baseline)).
         per_token[start:end] += per_position[w, 1 : 1 + end - start].double().numpy()
-    return per_token, prob, check
+    return per_token, z, check
 
 
 def explain_split(loaded: Any, data: SplitData, indices: Sequence[int], method: str = "ig",
                   top_units: int = 15) -> list[Explanation]:
-    """Explanations for samples ``indices`` of a split (raw code goes through ``featurize`` first)."""
+    """Explanations for samples ``indices`` of a split (raw code goes through ``featurize`` first).
+
+    The score shown is the version's calibrated probability, judged at its own threshold.
+    """
     from .kinds import TransformerKind
 
+    if loaded.model_type == "fusion":
+        from .fusion import explain_fusion
+
+        return explain_fusion(loaded, data, indices, method, top_units)
     out = []
     for i in indices:
         code_lines = str(data.records["code"].iloc[i]).splitlines()
         if isinstance(loaded.kind, TransformerKind):
             ids = data.token_ids(i)
-            attr, prob, check = explain_transformer(loaded.model, loaded.kind, ids, method)
+            attr, z, check = explain_transformer(loaded.model, loaded.kind, ids, method)
             unit_lines = data.token_lines(i)
             texts = loaded.kind.tokenizer.convert_ids_to_tokens(ids.tolist())
         else:
             graph = data.graph(i)
-            attr, prob, check = explain_gnn(loaded.model, graph, method)
+            attr, z, check = explain_gnn(loaded.model, graph, method)
             unit_lines = graph["node_line"]
             rebuilt = build_graph(str(data.records["code"].iloc[i]))  # deterministic: same nodes, with text
             texts = [" ".join([t, *toks]) for t, toks in zip(rebuilt.types, rebuilt.tokens)]
@@ -178,5 +191,6 @@ def explain_split(loaded: Any, data: SplitData, indices: Sequence[int], method: 
         units = [{"index": int(j), "line": int(unit_lines[j]), "text": texts[j],
                   "attribution": round(float(attr[j]), 6)} for j in order]
         lines = [(ln, a) for ln, a in aggregate_lines(unit_lines, attr) if 0 < ln <= len(code_lines)]
-        out.append(Explanation(str(data.records["id"].iloc[i]), method, prob, lines, units, check))
+        score = float(loaded.calibrator.apply([z])[0])
+        out.append(Explanation(str(data.records["id"].iloc[i]), method, score, lines, units, check, loaded.threshold))
     return out

@@ -26,10 +26,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Scores:
-    """Per-sample probabilities of the vulnerable class (and anomaly scores for the transformer)."""
+    """Per-sample probabilities of the vulnerable class (and anomaly scores for the transformer).
+
+    ``prob`` is what callers report: the raw softmax probability from :func:`score_split`,
+    the *calibrated* probability from :meth:`LoadedModel.score`.  ``logit`` keeps the raw
+    log-odds (what calibration is fitted on) and ``raw`` the uncalibrated probability.
+    """
 
     prob: np.ndarray
     anomaly: np.ndarray | None = None
+    logit: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     def labels(self, threshold: float = 0.5) -> np.ndarray:
         return (self.prob >= threshold).astype(np.int64)
@@ -56,15 +63,17 @@ def score_split(kind: GNNKind | TransformerKind, model: torch.nn.Module, data: S
                 batch_size: int = 32) -> Scores:
     model.eval()
     prob = np.zeros(len(data), dtype=np.float64)
+    logit = np.zeros(len(data), dtype=np.float64)
     # An anomaly head that is not fitted yet (validation during training) has no score to give.
     fitted = isinstance(kind, TransformerKind) and bool(model.anomaly.fitted)
     anomaly = np.zeros(len(data), dtype=np.float64) if fitted else None
     for batch in kind.batches(data, batch_size, shuffle=False, seed=0):
         logits, pooled = kind.forward(model, batch)
         prob[batch.index] = torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
+        logit[batch.index] = (logits[:, 1].double() - logits[:, 0].double()).cpu().numpy()
         if anomaly is not None:
             anomaly[batch.index] = model.anomaly.score(pooled.float()).cpu().numpy()
-    return Scores(prob, anomaly)
+    return Scores(prob, anomaly, logit, prob.copy())
 
 
 def extract_archive(archive: Path, target: Path) -> Path:
@@ -87,12 +96,26 @@ def pack_archive(directory: Path) -> bytes:
 
 
 class LoadedModel:
-    """A model artifact (directory or ``model.tar.gz``, local or in a store) ready to score."""
+    """A model artifact (directory or ``model.tar.gz``, local or in a store) ready to score.
+
+    It scores with the calibration and decides with the operating point saved in its
+    config (models saved before either existed: raw scores, threshold 0.5).
+    """
 
     def __init__(self, directory: Path):
+        from .calibration import Calibrator
+        from .thresholds import OperatingPoint
+
         self.directory = Path(directory)
         self.kind = kind_of_directory(self.directory)
         self.model, self.config = self.kind.load(self.directory)
+        self.calibrator = Calibrator.from_dict(self.config.get("calibration"))
+        self.operating_point = OperatingPoint.from_dict(self.config.get("operating_point"))
+
+    @property
+    def threshold(self) -> float:
+        """The version's own decision threshold (chosen on its validation split)."""
+        return float(self.operating_point.threshold)
 
     @classmethod
     def from_uri(cls, uri: str, workdir: Path | None = None) -> "LoadedModel":
@@ -111,11 +134,13 @@ class LoadedModel:
         return self.kind.name
 
     def score(self, data: SplitData, batch_size: int = 32) -> Scores:
-        return score_split(self.kind, self.model, data, batch_size)
+        """Calibrated scores (``prob``), with the raw ones kept beside them."""
+        raw = self.kind.score(self.model, data, batch_size)
+        return Scores(self.calibrator.apply(raw.logit), raw.anomaly, raw.logit, raw.raw)
 
     def featurize(self, codes: Sequence[str]) -> SplitData:
         """Raw functions → the in-memory split format this model reads."""
-        return featurize(codes, self.kind.tokenizer if isinstance(self.kind, TransformerKind) else None)
+        return featurize(codes, getattr(self.kind, "tokenizer", None))
 
 
 def featurize(codes: Sequence[str], tokenizer: Any | None) -> SplitData:

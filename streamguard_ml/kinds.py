@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import SplitData
+from .pairs import pair_positions, pair_units
 from .tokens import bucketed_batches, collate_windows
 
 MODEL_FILE = "model.safetensors"
@@ -29,9 +30,47 @@ class Batch:
     inputs: dict[str, Any]
     labels: torch.Tensor
     index: list[int]  # positions in the split
+    #: [k, 2] positions in this batch of (vulnerable, fixed) members of one pair; None unless asked for.
+    pairs: torch.Tensor | None = None
 
 
-class GNNKind:
+def batch_order(data: SplitData, lengths: Any, batch_size: int, shuffle: bool, seed: int,
+                pairs: bool) -> Any:
+    """Length-bucketed batches of split positions; with ``pairs`` a pair's members share a batch."""
+    units = pair_units(data.records["pair_id"].tolist()) if pairs and "pair_id" in data.records else None
+    return bucketed_batches(lengths, batch_size, seed, shuffle=shuffle, units=units)
+
+
+def with_pairs(batch: Batch, data: SplitData, pairs: bool) -> Batch:
+    if pairs and "pair_id" in data.records:
+        batch.pairs = torch.from_numpy(pair_positions(batch.index, data.records["pair_id"].tolist(), data.labels))
+    return batch
+
+
+def with_defaults(model_type: str, hp: dict[str, Any]) -> dict[str, Any]:
+    """``hp`` completed with the typed config's defaults for ``model_type`` (argument names with ``_``)."""
+    from .config import PipelineConfig
+
+    defaults = {k.replace("-", "_"): v for k, v in PipelineConfig().hyperparameters(model_type).items()}
+    return {**defaults, **{k: v for k, v in hp.items() if v is not None}}
+
+
+def save_config(out: Path, doc: dict[str, Any]) -> None:
+    (out / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+class _Learner:
+    """What the GNN and the transformer share: scoring a split batch by batch."""
+
+    name = ""
+
+    def score(self, model: torch.nn.Module, data: SplitData, batch_size: int) -> Any:
+        from .inference import score_split
+
+        return score_split(self, model, data, batch_size)  # type: ignore[arg-type]
+
+
+class GNNKind(_Learner):
     name = "gnn"
 
     def __init__(self) -> None:
@@ -40,9 +79,9 @@ class GNNKind:
     def build(self, meta: dict[str, Any], hp: dict[str, Any]) -> torch.nn.Module:
         from .models.gnn import GNNConfig, TaintFlowGNN
 
-        cfg = GNNConfig(num_node_types=int(meta["vocabulary_size"]), hidden=int(hp.get("hidden", 128)),
-                        layers=int(hp.get("layers", 3)), heads=int(hp.get("heads", 4)),
-                        dropout=float(hp.get("dropout", 0.2)))
+        hp = with_defaults(self.name, hp)
+        cfg = GNNConfig(num_node_types=int(meta["vocabulary_size"]), hidden=int(hp["hidden"]),
+                        layers=int(hp["layers"]), heads=int(hp["heads"]), dropout=float(hp["dropout"]))
         return TaintFlowGNN(cfg)
 
     def _graphs(self, data: SplitData) -> list[Any]:
@@ -63,28 +102,31 @@ class GNNKind:
             self._cache = {key: graphs}
         return self._cache[key]
 
-    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int) -> Iterator[Batch]:
+    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int,
+                pairs: bool = False) -> Iterator[Batch]:
         from torch_geometric.data import Batch as PygBatch
 
         graphs = self._graphs(data)
         lengths = data.records["n_nodes"].to_numpy()
-        for idx in bucketed_batches(lengths, batch_size, seed, shuffle=shuffle):
+        for idx in batch_order(data, lengths, batch_size, shuffle, seed, pairs):
             b = PygBatch.from_data_list([graphs[i] for i in idx])
             inputs = {"node_type": b.node_type, "node_tokens": b.node_tokens, "node_marks": b.node_marks,
                       "edge_index": b.edge_index, "edge_type": b.edge_type, "batch": b.batch,
                       "num_graphs": len(idx)}
-            yield Batch(inputs, b.y, list(idx))
+            yield with_pairs(Batch(inputs, b.y, list(idx)), data, pairs)
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits, _ = model(**batch.inputs)
         return logits, None
 
-    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any]) -> None:
+    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any],
+             extras: dict[str, Any] | None = None) -> None:
+        """Weights as safetensors; ``extras`` (calibration, operating point) ride in the JSON config."""
         from safetensors.torch import save_model
 
         save_model(model, str(out / MODEL_FILE))
-        (out / CONFIG_FILE).write_text(json.dumps({"model_type": self.name, "architecture": model.cfg.to_dict(),
-                                                   "dataset": meta, "hyperparameters": hp}, indent=2, sort_keys=True))
+        save_config(out, {"model_type": self.name, "architecture": model.cfg.to_dict(), "dataset": meta,
+                          "hyperparameters": hp, **(extras or {})})
 
     def load(self, directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         from safetensors.torch import load_model
@@ -97,10 +139,10 @@ class GNNKind:
         return model.eval(), config
 
     def fit_extras(self, model: torch.nn.Module, train: SplitData, val: SplitData, batch_size: int) -> None:
-        """The GNN has no post-training calibration."""
+        """The GNN has no head fitted after training (its scores are calibrated in train.py, as every model's)."""
 
 
-class TransformerKind:
+class TransformerKind(_Learner):
     name = "transformer"
 
     def __init__(self, max_length: int = 256, stride: int = 192):
@@ -129,12 +171,13 @@ class TransformerKind:
         if self.max_length > limit:
             raise ValueError(f"max_length={self.max_length} exceeds the {limit} positions of {base!r}: use "
                              f"--max-length {limit} or less (longer functions are covered by overlapping windows)")
-        return SQLIntentTransformer(encoder, dropout=float(hp.get("dropout", 0.1)))
+        return SQLIntentTransformer(encoder, dropout=float(with_defaults(self.name, hp)["dropout"]))
 
-    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int) -> Iterator[Batch]:
+    def batches(self, data: SplitData, batch_size: int, shuffle: bool, seed: int,
+                pairs: bool = False) -> Iterator[Batch]:
         lengths = data.records["n_tokens"].to_numpy()
-        for idx in bucketed_batches(lengths, batch_size, seed, shuffle=shuffle):
-            yield self.collate(data, idx)
+        for idx in batch_order(data, lengths, batch_size, shuffle, seed, pairs):
+            yield with_pairs(self.collate(data, idx), data, pairs)
 
     def collate(self, data: SplitData, idx: list[int]) -> Batch:
         """Samples ``idx`` as windows padded to the longest window of this batch (dynamic padding)."""
@@ -147,15 +190,15 @@ class TransformerKind:
     def forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         return model(**batch.inputs)
 
-    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any]) -> None:
+    def save(self, model: torch.nn.Module, out: Path, meta: dict[str, Any], hp: dict[str, Any],
+             extras: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save_model
 
         save_model(model, str(out / MODEL_FILE))
         model.encoder.config.save_pretrained(out / "encoder")
         self.tokenizer.save_pretrained(out / "tokenizer")
-        (out / CONFIG_FILE).write_text(json.dumps(
-            {"model_type": self.name, "max_length": self.max_length, "window_stride": self.stride,
-             "dataset": meta, "hyperparameters": hp}, indent=2, sort_keys=True, default=str))
+        save_config(out, {"model_type": self.name, "max_length": self.max_length, "window_stride": self.stride,
+                          "dataset": meta, "hyperparameters": hp, **(extras or {})})
 
     def load(self, directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         from safetensors.torch import load_model
@@ -188,14 +231,19 @@ class TransformerKind:
         model.anomaly.fit(train_emb, torch.as_tensor(train.labels), val_emb)
 
 
-def kind_for(model_type: str, **kwargs: Any) -> GNNKind | TransformerKind:
+def kind_for(model_type: str, **kwargs: Any) -> Any:
+    """The kind of ``model_type``: GNN, transformer or the fusion detector (``fusion.FusionKind``)."""
     if model_type == "gnn":
         return GNNKind()
     if model_type == "transformer":
         return TransformerKind(**kwargs)
-    raise ValueError(f"model type {model_type!r}: use 'gnn' or 'transformer'")
+    if model_type == "fusion":
+        from .fusion import FusionKind
+
+        return FusionKind()
+    raise ValueError(f"model type {model_type!r}: use 'gnn', 'transformer' or 'fusion'")
 
 
-def kind_of_directory(directory: Path) -> GNNKind | TransformerKind:
+def kind_of_directory(directory: Path) -> Any:
     config = json.loads((Path(directory) / CONFIG_FILE).read_text())
     return kind_for(config["model_type"])

@@ -3,8 +3,9 @@
 One card per registry version, written at registration from the evaluation's
 test-split predictions, the training summary, the dataset card and the
 explanation examples: ``model_card.json`` for tools, ``model_card.md`` for
-people, and PNGs (confusion matrix, ROC and precision-recall curves, training
-curves) beside them.  Intervals are 95 %: Wilson score intervals for the
+people, and PNGs (confusion matrix, ROC and precision-recall curves with the
+version's operating point marked, a reliability diagram before and after
+calibration, training curves) beside them.  Intervals are 95 %: Wilson score intervals for the
 metrics that are proportions of a known count (accuracy, precision, recall,
 false-positive rate, pair-wise accuracy) and a seeded percentile bootstrap
 over test samples for F1 and ROC-AUC, which are not.
@@ -26,7 +27,7 @@ from .store import Store, json_bytes
 LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 FIGURES = {"confusion_matrix": "confusion_matrix.png", "roc": "roc_curve.png", "pr": "pr_curve.png",
-           "training": "training_curves.png"}
+           "reliability": "reliability.png", "training": "training_curves.png"}
 
 
 # -- intervals -------------------------------------------------------------------
@@ -107,15 +108,16 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def figures(predictions: Any | None, history: list[dict[str, Any]], title: str) -> dict[str, bytes]:
-    """PNG bytes by figure name (only those the inputs allow)."""
+def figures(predictions: Any | None, history: list[dict[str, Any]], title: str,
+            threshold: float | None = None) -> dict[str, bytes]:
+    """PNG bytes by figure name (only those the inputs allow); ``threshold`` is marked on the curves."""
     if (predictions is None or not len(predictions)) and not history:
         return {}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     out: dict[str, bytes] = {}
     if predictions is not None and len(predictions):
@@ -126,35 +128,91 @@ def figures(predictions: Any | None, history: list[dict[str, Any]], title: str) 
         ax.set_title(f"{title}: confusion matrix")
         out["confusion_matrix"] = _png(fig)
         if len(set(y.tolist())) == 2:
-            for name, display in (("roc", RocCurveDisplay), ("pr", PrecisionRecallDisplay)):
-                fig, ax = plt.subplots(figsize=(4.5, 4))
-                display.from_predictions(y, prob, ax=ax, name=title)
-                ax.set_title(f"{title}: {'ROC' if name == 'roc' else 'precision-recall'} (test split)")
-                out[name] = _png(fig)
+            out.update(_curves(y, prob, pred, title, threshold))
+            raw = predictions["prob_raw"].to_numpy() if "prob_raw" in predictions else None
+            out["reliability"] = _reliability(y, prob, raw, title)
     if history:
-        epochs = [h["epoch"] for h in history]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
-        left.plot(epochs, [h["loss"] for h in history], marker="o")
-        left.set(xlabel="epoch", ylabel="training loss", title="loss")
-        for key, label in (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
-                           ("val_f1", "validation F1")):
-            right.plot(epochs, [h[key] for h in history], marker="o", label=label)
-        right.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1")
-        right.legend(loc="lower right", fontsize=8)
-        out["training"] = _png(fig)
+        out["training"] = _training_figure(history)
     return out
+
+
+def _curves(y: np.ndarray, prob: np.ndarray, pred: np.ndarray, title: str, threshold: float | None) -> dict[str, bytes]:
+    """ROC and precision-recall curves (test split) with the operating point as a marker."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    tp, fp = int(((pred == 1) & (y == 1)).sum()), int(((pred == 1) & (y == 0)).sum())
+    recall = tp / max(1, int((y == 1).sum()))
+    fpr = fp / max(1, int((y == 0).sum()))
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    label = f"threshold {threshold:.3f}" if threshold is not None else "operating point"
+    out = {}
+    for name, display, point in (("roc", RocCurveDisplay, (fpr, recall)), ("pr", PrecisionRecallDisplay,
+                                                                          (recall, precision))):
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        display.from_predictions(y, prob, ax=ax, name=title)
+        ax.plot(*point, marker="o", color="crimson", linestyle="none", label=label)
+        ax.legend(loc="lower right" if name == "roc" else "lower left", fontsize=8)
+        ax.set_title(f"{title}: {'ROC' if name == 'roc' else 'precision-recall'} (test split)")
+        out[name] = _png(fig)
+    return out
+
+
+def _reliability(y: np.ndarray, prob: np.ndarray, raw: np.ndarray | None, title: str) -> bytes:
+    """Observed vulnerable rate per score bin, raw (before) and calibrated (after)."""
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+
+    from .calibration import ECE_BINS
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    if raw is not None:
+        CalibrationDisplay.from_predictions(y, raw, n_bins=ECE_BINS, ax=ax, name="raw (before)")
+    CalibrationDisplay.from_predictions(y, prob, n_bins=ECE_BINS, ax=ax, name="calibrated (after)")
+    ax.set_title(f"{title}: reliability (test split)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def _training_figure(history: list[dict[str, Any]]) -> bytes:
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    left.plot(epochs, [h["loss"] for h in history], marker="o", label="training loss")
+    if all(h.get("val_loss") is not None for h in history):
+        left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    left.legend(loc="upper right", fontsize=8)
+    for key, label in (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"),
+                       ("val_f1", "validation F1"), ("val_auc", "validation AUC")):
+        if all(h.get(key) is not None for h in history):
+            right.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    right.set(xlabel="epoch", ylim=(0, 1.02), title="accuracy / F1 / AUC")
+    right.legend(loc="lower right", fontsize=8)
+    return _png(fig)
 
 
 # -- the card ------------------------------------------------------------------
 def known_limits(card: dict[str, Any]) -> list[str]:
     """Honest, data-driven caveats (plus the ones every version shares)."""
     limits = ["Python functions only: graphs and taint marks come from tree-sitter-python and the rules in "
-              "data/taint_rules.json; other languages are not supported.",
-              f"The decision threshold is fixed at {card['metrics'].get('threshold', 0.5)}; it is not calibrated "
-              "to a target false-positive rate."]
+              "data/taint_rules.json; other languages are not supported."]
+    point = card.get("operating_point") or {}
+    if point.get("policy") in (None, "fixed"):
+        limits.append(f"The decision threshold is {card['metrics'].get('threshold', 0.5)}, not chosen on "
+                      "validation: retrain to give this version an operating point.")
+    elif point.get("note"):
+        limits.append(f"Operating point: {point['note']}.")
+    provenance = card.get("test_data") or {}
     sources = card["lineage"].get("sources") or []
-    if sources and all(str(s).startswith("synthetic:") for s in sources):
-        limits.append("Trained and tested on built-in synthetic functions only: expect lower accuracy on real code.")
+    if provenance.get("synthetic_only") or (sources and all(str(s).startswith("synthetic:") for s in sources)):
+        limits.append("Trained and tested on built-in synthetic functions only: these figures do not measure "
+                      "quality on real code; expect much lower accuracy there.")
+    m_fpr, budget = card["metrics"].get("fpr"), point.get("max_fpr")
+    if isinstance(m_fpr, float) and isinstance(budget, float) and m_fpr > budget + 0.05:
+        limits.append(f"The test FPR ({m_fpr:.3f}) is well above the validation budget ({budget}) the threshold "
+                      "was chosen for: the validation split is small or unlike the test split.")
     acc = card["metrics_ci"].get("accuracy", {})
     n = card["metrics"].get("n")
     if acc.get("ci") and n:
@@ -186,6 +244,7 @@ def build_card(mv: Any, predictions: Any | None = None, training: dict[str, Any]
     """The JSON model card of a :class:`~streamguard_ml.registry.ModelVersion`."""
     training = training or {}
     data = dataset_card or {}
+    metrics = mv.metrics or {}
     card: dict[str, Any] = {
         "model": mv.model, "version": mv.version,
         "model_type": training.get("model_type") or MODEL_TYPE_OF.get(mv.model, "unknown"),
@@ -194,9 +253,13 @@ def build_card(mv: Any, predictions: Any | None = None, training: dict[str, Any]
         "data": {k: data.get(k) for k in ("run", "content_hash", "samples", "augmented", "pairs", "per_split",
                                            "base_model", "graph_format", "vocabulary", "rules") if k in data}
         | ({"quarantined": data["quarantine"]["total"]} if "quarantine" in data else {}),
-        "metrics": mv.metrics,
-        "metrics_ci": metrics_with_intervals(mv.metrics, predictions),
-        "confusion_matrix": {k: mv.metrics.get(k) for k in ("tp", "fp", "tn", "fn")},
+        "metrics": metrics,
+        "metrics_ci": metrics_with_intervals(metrics, predictions),
+        "confusion_matrix": {k: metrics.get(k) for k in ("tp", "fp", "tn", "fn")},
+        "operating_point": getattr(mv, "operating_point", None) or metrics.get("operating_point"),
+        "at_0.5": metrics.get("at_0.5"),
+        "calibration": {"test": metrics.get("calibration"), "validation": training.get("validation_calibration")},
+        "test_data": metrics.get("test_data"),
         "training": {"epochs": len(training.get("history", [])), "history": training.get("history", []),
                      "validation": training.get("validation", {}), "train_samples": training.get("train_samples"),
                      "val_samples": training.get("val_samples")},
@@ -210,6 +273,39 @@ def build_card(mv: Any, predictions: Any | None = None, training: dict[str, Any]
 
 def _fmt(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "–"
+
+
+def _operating_point_lines(card: dict[str, Any]) -> list[str]:
+    point = card.get("operating_point") or {}
+    if not point:
+        return []
+    val = point.get("validation") or {}
+    policy = point.get("policy")
+    rule = (f"the highest validation recall with a false-positive rate within {point.get('max_fpr')}"
+            if policy == "max_fpr" else "the best validation F1" if policy == "max_f1" else "fixed")
+    out = ["", "## Operating point", "",
+           f"- Threshold **{_fmt(point.get('threshold'))}** on the calibrated score, policy `{policy}` ({rule}), "
+           "chosen on the validation split; `predict`, evaluation, the gate and the endpoint use it "
+           "unless `--threshold` overrides it."]
+    if val:
+        out.append(f"- On validation ({val.get('n')} functions): recall {_fmt(val.get('recall'))}, precision "
+                   f"{_fmt(val.get('precision'))}, FPR {_fmt(val.get('fpr'))}, F1 {_fmt(val.get('f1'))}")
+    if point.get("note"):
+        out.append(f"- Note: {point['note']}")
+    return out
+
+
+def _calibration_lines(card: dict[str, Any]) -> list[str]:
+    calibration = card.get("calibration") or {}
+    rows = [(split, c) for split, c in (("validation", calibration.get("validation")),
+                                        ("test", calibration.get("test"))) if c]
+    if not rows:
+        return []
+    out = ["", f"## Calibration (`{rows[0][1].get('method')}`, fitted on validation)", "",
+           "| split | Brier before | Brier after | ECE before | ECE after |", "|---|---|---|---|---|"]
+    out += [f"| {split} | {_fmt(c.get('brier_before'))} | {_fmt(c.get('brier_after'))} | "
+            f"{_fmt(c.get('ece_before'))} | {_fmt(c.get('ece_after'))} |" for split, c in rows]
+    return out
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -227,28 +323,40 @@ def render_markdown(card: dict[str, Any]) -> str:
                      f"vulnerable/fixed pairs, {data.get('quarantined', 0)} inputs quarantined")
         lines += [f"- {s}: {v['total']} samples, {v['vulnerable']} vulnerable"
                   for s, v in (data.get("per_split") or {}).items()]
-    lines += ["", "## Metrics on the test split (95 % intervals)", "", "| metric | value | interval | method |",
-              "|---|---|---|---|"]
+    provenance = (card.get("test_data") or {}).get("statement")
+    if provenance:
+        lines += ["", f"**{provenance}**"]
+    lines += _operating_point_lines(card)
+    at_half = card.get("at_0.5") or {}
+    lines += ["", f"## Metrics on the test split at threshold {_fmt(card['metrics'].get('threshold'))} "
+              "(95 % intervals)", "", "| metric | value | interval | method | at 0.5 |", "|---|---|---|---|---|"]
     for name, m in card["metrics_ci"].items():
         ci = f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]" if m.get("ci") else "–"
-        lines.append(f"| {name} | {_fmt(m['value'])} | {ci} | {m['method']} |")
+        lines.append(f"| {name} | {_fmt(m['value'])} | {ci} | {m['method']} | {_fmt(at_half.get(name))} |")
+    if card["metrics"].get("pair_ranking") is not None:
+        lines.append(f"| pair_ranking | {_fmt(card['metrics']['pair_ranking'])} | – | vulnerable scored above its "
+                     "fix | – |")
+    lines += _calibration_lines(card)
     cm = card["confusion_matrix"]
     lines += ["", "## Confusion matrix", "", "| | predicted safe | predicted vulnerable |", "|---|---|---|",
               f"| actually safe | {cm.get('tn')} | {cm.get('fp')} |",
               f"| actually vulnerable | {cm.get('fn')} | {cm.get('tp')} |", ""]
     captions = {"confusion_matrix": "Confusion matrix", "roc": "ROC curve", "pr": "Precision-recall curve",
-                "training": "Training curves"}
+                "reliability": "Reliability diagram", "training": "Training curves"}
     lines += [f"![{captions[k]}]({name})" for k, name in card["figures"].items()]
     per_cwe = card["metrics"].get("per_cwe") or {}
     if per_cwe:
-        lines += ["", "## Per CWE", "", "| CWE | n | F1 | FPR | recall | pair-wise |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Per CWE", "", "| CWE | n | F1 | FPR | recall | ROC-AUC | pair-wise | pair ranking |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {c} | {v.get('n')} | {_fmt(v.get('f1'))} | {_fmt(v.get('fpr'))} | {_fmt(v.get('recall'))} | "
-                  f"{_fmt(v.get('pairwise_accuracy'))} |" for c, v in sorted(per_cwe.items())]
+                  f"{_fmt(v.get('roc_auc'))} | {_fmt(v.get('pairwise_accuracy'))} | {_fmt(v.get('pair_ranking'))} |"
+                  for c, v in sorted(per_cwe.items())]
     hist = card["training"]["history"]
     if hist:
-        lines += ["", "## Training", "", "| epoch | loss | train acc | val acc | val F1 |", "|---|---|---|---|---|"]
-        lines += [f"| {h['epoch']} | {h['loss']:.4f} | {h['train_acc']:.4f} | {h['val_acc']:.4f} | {h['val_f1']:.4f} |"
-                  for h in hist]
+        lines += ["", "## Training", "", "| epoch | loss | train acc | val acc | val F1 | val AUC | val loss |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {h['epoch']} | {_fmt(h.get('loss'))} | {_fmt(h.get('train_acc'))} | {_fmt(h.get('val_acc'))} | "
+                  f"{_fmt(h.get('val_f1'))} | {_fmt(h.get('val_auc'))} | {_fmt(h.get('val_loss'))} |" for h in hist]
     decision = card.get("decision")
     if decision:
         lines += ["", f"## Promotion gate: {'promote' if decision.get('promote') else 'keep as challenger'} "
@@ -285,7 +393,8 @@ def run_inputs(store: Store, run: str, model_type: str) -> dict[str, Any]:
 def write_model_card(store: Store, prefix: str, mv: Any, **inputs: Any) -> dict[str, str]:
     """Write the card and its figures under ``prefix``; returns their URIs (idempotent)."""
     training = inputs.get("training") or {}
-    pngs = figures(inputs.get("predictions"), training.get("history", []), f"{mv.model} v{mv.version}")
+    pngs = figures(inputs.get("predictions"), training.get("history", []), f"{mv.model} v{mv.version}",
+                   (mv.metrics or {}).get("threshold"))
     for name, data in pngs.items():
         store.write_bytes(f"{prefix}/{FIGURES[name]}", data)
     card = build_card(mv, figure_names={k: FIGURES[k] for k in pngs}, **inputs)

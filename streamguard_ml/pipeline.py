@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def ingest_step(store: Store, run: str, cfg: PipelineConfig) -> dict[str, Any]:
     from .ingest import ingest
 
-    return ingest(store, run, cfg.sources, cfg.limits)
+    return ingest(store, run, cfg.all_sources(), cfg.limits)
 
 
 def plan_step(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
@@ -85,6 +85,22 @@ def train_step(store: Store, run: str, model_type: str, cfg: PipelineConfig, dat
     return result
 
 
+def fusion_step(store: Store, run: str, cfg: PipelineConfig, dataset: dict[str, Any],
+                trained: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fit the fusion detector on the validation split, from this run's trained members.
+
+    It always runs on the local backend: a logistic regression over the members' scores
+    is seconds of CPU work, not worth a SageMaker job.
+    """
+    from .backends import train_local
+
+    members = {t["model_type"]: t["model_uri"] for t in trained if t and t.get("model_uri")}
+    result = train_local(store, run, "fusion", cfg, None, dataset.get("content_hash", ""), members)
+    result["fine_tuned_from"] = None
+    result["members"] = members
+    return result
+
+
 def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
                   gate: dict[str, Any] | None = None, explain_samples: int = 0) -> dict[str, Any]:
     """Challenger and champion on the same test split, and the promotion decision."""
@@ -123,11 +139,12 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         "split_manifest": dataset.get("manifest"),
         "dataset_card": dataset.get("dataset_card"),
         "code_version": code_version(),
-        "base_model": cfg.base_model if model_type == "transformer" else None,
+        "base_model": cfg.base_model if model_type in ("transformer", "fusion") else None,
+        "members": training.get("members"),
         "training_backend": training.get("backend", cfg.training_backend),
         "job_name": training.get("job_name"),
         "fine_tuned_from": training.get("fine_tuned_from"),
-        "sources": list(cfg.sources),
+        "sources": list(cfg.all_sources()),
         "reference_profile": store.uri(f"{layout.eval_dir(run, model_type)}/reference.json"),
         "retrain_reasons": list(cfg.retrain_reasons),
     }
@@ -161,15 +178,27 @@ def promote_step(store: Store, registered: dict[str, Any], evaluation: dict[str,
 
 
 def summary_lines(store: Store, run: str, results: Sequence[dict[str, Any]]) -> list[str]:
-    """What a person should look at after a run (printed at the end of the DAG)."""
+    """What a person should look at after a run (printed at the end of the DAG).
+
+    Each model's line gives its figures at its own threshold; the last lines say which
+    data the test split came from, and plainly when it was synthetic only.
+    """
     lines = [f"StreamGuard run {layout.run_key(run)} finished. Artifacts: {store.uri(layout.run_root(run))}",
              f"  dataset card : {store.uri(layout.dataset_card(run, 'md'))}",
              f"  quarantine   : {store.uri(layout.quarantine(run))}"]
+    statements = []
     for r in results:
         m = r.get("metrics", {})
-        pairwise = m.get("pairwise_accuracy")
-        lines.append(f"  {r['model']} v{r['version']}: acc={m.get('accuracy', 0):.3f} f1={m.get('f1', 0):.3f} "
-                     f"fpr={m.get('fpr', 0):.3f} pairwise={'n/a' if pairwise is None else f'{pairwise:.3f}'} "
-                     f"promoted={r.get('promoted')} -> {r['artifact_uri']}")
+        lines.append(f"  {r['model']} v{r['version']}: threshold={_num(m.get('threshold'))} acc={_num(m.get('accuracy'))} "
+                     f"f1={_num(m.get('f1'))} fpr={_num(m.get('fpr'))} auc={_num(m.get('roc_auc'))} "
+                     f"pairwise={_num(m.get('pairwise_accuracy'))} promoted={r.get('promoted')} -> {r['artifact_uri']}")
+        statement = (m.get("test_data") or {}).get("statement")
+        if statement and statement not in statements:
+            statements.append(statement)
+    lines += [f"  {s}" for s in statements]
     lines.append("  registry     : streamguard-ml registry list   (or the Airflow UI's Model registry page)")
     return lines
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

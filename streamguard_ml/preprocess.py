@@ -69,7 +69,8 @@ def plan(store: Store, run: str, cfg: PipelineConfig) -> list[dict[str, Any]]:
     table = read_table(store, layout.ingested(run))
     keys = split_keys(table)
     check_trainable(keys, f"run {run}")
-    assignment = assign_splits(keys, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    assignment = assign_splits(keys, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.test_fold, cfg.holdout_cwe,
+                               cfg.synthetic_train_only)
     table = table.append_column("split", pa.array(assignment.splits, pa.string())).append_column(
         "leak_group", pa.array(assignment.groups, pa.string()))
     store.write_bytes(layout.assignment(run), table_parquet(table.select(["id", "split", "leak_group"])))

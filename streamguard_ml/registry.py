@@ -50,7 +50,15 @@ class ModelVersion:
     idempotency_key: str | None = None
     decision: dict[str, Any] | None = None
     source_artifact_uri: str | None = None
+    #: The decision threshold the version ships with (``thresholds.OperatingPoint``) and its calibration.
+    operating_point: dict[str, Any] | None = None
     aliases: list[str] = field(default_factory=list)
+
+    @property
+    def threshold(self) -> float:
+        from .thresholds import DEFAULT_THRESHOLD
+
+        return float((self.operating_point or {}).get("threshold", DEFAULT_THRESHOLD))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -200,17 +208,22 @@ class Registry:
     def register(self, model: str, artifact_uri: str, metrics: dict[str, Any], params: dict[str, Any] | None = None,
                  lineage: dict[str, Any] | None = None, idempotency_key: str | None = None,
                  decision: dict[str, Any] | None = None) -> ModelVersion:
-        """A new version (or the one this idempotency key already created, completed if a retry found it half done)."""
+        """A new version (or the one this idempotency key already created, completed if a retry found it half done).
+
+        The operating point (threshold, policy, calibration) is read from the artifact itself,
+        so a version registered by hand decides exactly as the pipeline's would.
+        """
         if idempotency_key:
             existing = self._version_for_key(model, idempotency_key)
             if existing is not None:
                 return self._complete(model, existing)
         source = _read_artifact(artifact_uri)  # fail before claiming a number if the artifact is unreadable
+        operating_point = archive_operating_point(source)
 
         def record(v: int) -> dict[str, Any]:
             mv = ModelVersion(model, v, self.store.uri(self.artifact_key(model, v)), metrics, params or {},
                               lineage or {}, idempotency_key=idempotency_key, decision=decision,
-                              source_artifact_uri=artifact_uri)
+                              source_artifact_uri=artifact_uri, operating_point=operating_point)
             body = mv.to_dict()
             body.pop("aliases")
             return body
@@ -301,6 +314,31 @@ class Registry:
             return {"event": "rolled_back", "version": moves[-1]["from"], "previous": current, "reason": reason}
 
         return self.get(model, self._append(model, entry)["version"])
+
+
+def archive_operating_point(archive: bytes) -> dict[str, Any] | None:
+    """``{"threshold", "policy", ..., "calibration"}`` from a ``model.tar.gz``'s config, read in memory.
+
+    Only the config member is read (nothing is extracted); an archive that is not a
+    model of this pipeline, or one saved before operating points, gives None (threshold 0.5).
+    """
+    import io
+    import json
+    import tarfile
+
+    from .kinds import CONFIG_FILE
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") == CONFIG_FILE), None)
+            handle = tar.extractfile(member) if member is not None else None
+            config = json.loads(handle.read()) if handle is not None else {}
+    except (tarfile.TarError, OSError, ValueError):
+        return None
+    point = config.get("operating_point")
+    if not isinstance(point, dict):
+        return None
+    return {**point, "calibration": (config.get("calibration") or {}).get("method", "none")}
 
 
 def _read_artifact(uri: str) -> bytes:

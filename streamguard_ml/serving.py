@@ -9,8 +9,10 @@ through the same graph/token featurisation as training.
 Request (``application/json``): ``{"instances": [{"id": "a", "code": "def f(): ..."}]}``,
 a bare list of such objects, or one object; ``application/jsonlines``: one per
 line.  Response: ``{"predictions": [{"id", "score", "label"[, "anomaly", "anomalous"]}],
-"model_type"}``, in request order (the rows ``streamguard-ml predict`` writes); label 1 means
-vulnerable.
+"model_type", "threshold"}``, in request order (the rows ``streamguard-ml predict`` writes); label 1
+means vulnerable.  ``score`` is the version's calibrated probability and ``label`` is decided at
+the version's own threshold (chosen on its validation split, stored in the archive); the
+endpoint's environment variable ``STREAMGUARD_THRESHOLD`` overrides it.
 """
 
 from __future__ import annotations
@@ -58,10 +60,25 @@ def input_fn(body: bytes | str, content_type: str = JSON) -> list[dict[str, Any]
     raise ServingError(f"content type {content_type!r}: use {JSON} or {JSON_LINES}")
 
 
+def threshold_for(model: Any) -> float:
+    """``STREAMGUARD_THRESHOLD`` when the endpoint sets it, else the version's own threshold."""
+    override = os.environ.get("STREAMGUARD_THRESHOLD", "").strip()
+    if not override:
+        return float(model.threshold)
+    try:
+        value = float(override)
+    except ValueError:
+        raise ServingError(f"STREAMGUARD_THRESHOLD={override!r} is not a number: unset it or give 0..1") from None
+    if not 0 <= value <= 1:
+        raise ServingError(f"STREAMGUARD_THRESHOLD={value} is outside 0..1: unset it or give 0..1")
+    return value
+
+
 def predict_fn(instances: list[dict[str, Any]], model: Any) -> dict[str, Any]:
-    threshold = float(os.environ.get("STREAMGUARD_THRESHOLD", "0.5"))
+    threshold = threshold_for(model)
     scores = model.score(model.featurize([r["code"] for r in instances]))
-    return {"predictions": scores.rows([r["id"] for r in instances], threshold), "model_type": model.model_type}
+    return {"predictions": scores.rows([r["id"] for r in instances], threshold), "model_type": model.model_type,
+            "threshold": threshold}
 
 
 def output_fn(prediction: dict[str, Any], accept: str = JSON) -> tuple[str, str]:

@@ -5,10 +5,21 @@ train and its own fix in test, or two functions of one commit on both sides.  So
 samples are first joined into *groups* (connected by ``pair_id`` and by their
 repository/commit ``group``), and whole groups are assigned to splits with the
 greedy of scikit-learn's ``StratifiedGroupKFold``, stratifying on label × vulnerability type.
+
+Three rules keep the validation and test figures about *real* code:
+
+* when real and built-in synthetic samples are mixed, synthetic ones only ever train
+  (``synthetic_train_only``): thresholds, calibration, the fusion detector and every
+  reported figure come from real functions;
+* ``test_fold`` picks which grouped fold is the test split, so grouped cross-validation
+  is the pipeline run once per fold;
+* ``holdout_cwe`` (leave one class out) makes every real sample of that CWE the test
+  split; its synthetic samples are set aside (``unused``), so the class is never trained on.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +27,11 @@ from typing import Any, NamedTuple, Sequence, Union
 
 from .records import Sample
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+#: The split of samples kept out of training and evaluation (synthetic samples of a held-out class).
+UNUSED = "unused"
 
 
 class SplitKey(NamedTuple):
@@ -28,6 +43,7 @@ class SplitKey(NamedTuple):
     vulnerability_type: str | None
     pair_id: str | None
     group: str | None
+    source: str | None = None
 
 
 #: Samples or their split keys: the split functions read only SplitKey's fields.
@@ -38,7 +54,7 @@ def split_keys(table: Any) -> list[SplitKey]:
     """The split keys of every row of an Arrow samples table (a sixth of the time building Samples takes).
 
     ``id`` and ``label`` must be columns; the others default to None when a file lacks them, as
-    ``Sample.from_dict`` does.
+    ``Sample.from_dict`` does (a missing ``source`` reads as unknown, i.e. real).
     """
     def column(name: str) -> list:
         if name in table.column_names or name in ("id", "label"):
@@ -92,16 +108,16 @@ class SplitAssignment:
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.splits)
-        return {name: c.get(name, 0) for name in SPLITS}
+        return {name: c.get(name, 0) for name in SPLITS} | ({UNUSED: c[UNUSED]} if c.get(UNUSED) else {})
 
 
-def _fold_out(y: Sequence[str], groups: Sequence[str], fraction: float, seed: int) -> list[bool]:
+def _fold_out(y: Sequence[str], groups: Sequence[str], fraction: float, seed: int, fold: int = 0) -> list[bool]:
     """Mark about ``fraction`` of the groups (stratified) as held out.
 
     The greedy of scikit-learn's ``StratifiedGroupKFold``: groups, in a seeded random
     order with the most class-skewed first, each go to the fold that keeps every
-    class's share across folds most even (ties: the smaller fold); fold 0 is held
-    out.  A group only moves the classes it holds (one or two, for a sample or a
+    class's share across folds most even (ties: the smaller fold); fold ``fold`` is
+    held out.  A group only moves the classes it holds (one or two, for a sample or a
     pair), so each candidate fold is scored from those classes plus the unchanged
     spread of all others — scalar work per group instead of a folds × classes array
     (sklearn spent ~0.4 ms per group, 20 s at 50,000 samples; this takes ~4 µs).
@@ -145,7 +161,7 @@ def _fold_out(y: Sequence[str], groups: Sequence[str], fraction: float, seed: in
             spread[c] = _std(squares[c], sums[c], n_splits)
         sizes[f] += group_size[g]
         fold_of[g] = f
-    return (fold_of[g_idx] == 0).tolist()
+    return (fold_of[g_idx] == fold).tolist()
 
 
 def _std(sum_of_squares: float, total: float, n: int) -> float:
@@ -154,19 +170,54 @@ def _std(sum_of_squares: float, total: float, n: int) -> float:
     return math.sqrt(var) if var > 0 else 0.0
 
 
+def is_synthetic(sample: Splittable) -> bool:
+    return getattr(sample, "source", None) == "synthetic"
+
+
 def assign_splits(samples: Sequence[Splittable], val_fraction: float = 0.15, test_fraction: float = 0.15,
-                  seed: int = 13) -> SplitAssignment:
-    """Reproducible from ``seed``; no leakage group ever straddles two splits."""
+                  seed: int = 13, test_fold: int = 0, holdout_cwe: str = "",
+                  synthetic_train_only: bool = True) -> SplitAssignment:
+    """Reproducible from ``seed``; no leakage group ever straddles two splits (see the module doc).
+
+    When the real samples mixed with synthetic ones are too few to give validation and
+    test splits of their own, every sample is split as one pool (with a warning).
+    """
     if len(samples) == 0:
         raise SplitError("no samples to split: check the sources and the quarantine file")
+    synthetic = [is_synthetic(s) for s in samples]
+    if synthetic_train_only and any(synthetic) and not all(synthetic):
+        try:
+            return _assign(samples, val_fraction, test_fraction, seed, test_fold, holdout_cwe, synthetic, True)
+        except SplitError as exc:
+            log.warning("the %d real samples cannot form validation and test splits of their own (%s): "
+                        "splitting real and synthetic samples together", len(samples) - sum(synthetic), exc)
+    return _assign(samples, val_fraction, test_fraction, seed, test_fold, holdout_cwe, synthetic, False)
+
+
+def _assign(samples: Sequence[Splittable], val_fraction: float, test_fraction: float, seed: int, test_fold: int,
+            holdout_cwe: str, synthetic: list[bool], mixed: bool) -> SplitAssignment:
     groups = leakage_groups(samples)
     y = strata(samples)
-    is_test = _fold_out(y, groups, test_fraction, seed)
-    rest = [i for i, t in enumerate(is_test) if not t]
-    rest_val = _fold_out([y[i] for i in rest], [groups[i] for i in rest],
-                         val_fraction / (1 - test_fraction), seed + 1)
-    splits = ["test" if t else "train" for t in is_test]
-    for i, v in zip(rest, rest_val):
+    held = [bool(holdout_cwe) and s.cwe == holdout_cwe for s in samples]
+    if holdout_cwe and not any(h and not syn for h, syn in zip(held, synthetic)):
+        raise SplitError(f"holdout_cwe={holdout_cwe!r}: no real sample has that CWE "
+                         f"(present: {sorted({s.cwe for s in samples if s.cwe})})")
+    splits = ["train"] * len(samples)
+    if holdout_cwe:
+        for i, (h, syn) in enumerate(zip(held, synthetic)):
+            if h:
+                splits[i] = UNUSED if syn else "test"
+    # The pool val (and, without a held-out class, test) is cut from: real samples when real and synthetic mix.
+    pool = [i for i in range(len(samples)) if not held[i] and not (mixed and synthetic[i])]
+    if not holdout_cwe:
+        is_test = _fold_out([y[i] for i in pool], [groups[i] for i in pool], test_fraction, seed, test_fold)
+        for i, t in zip(pool, is_test):
+            if t:
+                splits[i] = "test"
+        pool = [i for i, t in zip(pool, is_test) if not t]
+        val_fraction = val_fraction / (1 - test_fraction)
+    is_val = _fold_out([y[i] for i in pool], [groups[i] for i in pool], val_fraction, seed + 1)
+    for i, v in zip(pool, is_val):
         if v:
             splits[i] = "val"
     assignment = SplitAssignment(splits, groups)

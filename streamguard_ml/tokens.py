@@ -251,22 +251,38 @@ def collate_windows(token_lists: Sequence[np.ndarray], max_length: int, stride: 
     return WindowBatch(input_ids, mask, window_sample, spans)
 
 
-def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int,
-                     shuffle: bool = True, bucket_factor: int = 50) -> Iterator[list[int]]:
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True,
+                     bucket_factor: int = 50, units: Sequence[Sequence[int]] | None = None) -> Iterator[list[int]]:
     """Batches of similar length (less padding); order random across batches.
 
     Indices are shuffled, cut into pools of ``bucket_factor`` batches, each pool is
     sorted by length and cut into batches, and the batches are shuffled again.
+    ``units`` (lists of indices, e.g. a vulnerable function and its fix) are never
+    split across batches: pair-aware training compares the members of a pair.
     """
-    order = list(range(len(lengths)))
+    members = [[i] for i in range(len(lengths))] if units is None else [list(u) for u in units]
+    longest = [max(lengths[i] for i in unit) for unit in members]
+    order = list(range(len(members)))
     rng = random.Random(seed)
     if shuffle:
         rng.shuffle(order)
     pool = batch_size * bucket_factor
-    batches = []
-    for p in range(0, len(order), pool):
-        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])
-        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        chunk, size = [], 0
+        while start < len(order) and size < pool:
+            chunk.append(order[start])
+            size += len(members[order[start]])
+            start += 1
+        batch: list[int] = []
+        for unit in sorted(chunk, key=lambda u: longest[u]):
+            if batch and len(batch) + len(members[unit]) > batch_size:
+                batches.append(batch)
+                batch = []
+            batch = batch + members[unit]
+        if batch:
+            batches.append(batch)
     if shuffle:
         rng.shuffle(batches)
     yield from batches

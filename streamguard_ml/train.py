@@ -10,8 +10,17 @@ runs exactly this module):
 * the model is written to ``SM_MODEL_DIR`` (SageMaker tars it to ``model.tar.gz``);
 * checkpoints go to ``/opt/ml/checkpoints`` when it exists (or ``--checkpoint-dir``),
   one per epoch, and a restarted job resumes from the last one;
-* every epoch prints ``Train Loss=...; Train Acc=...; Val Acc=...; Val F1=...;``,
+* every epoch prints ``Train Loss=...; Train Acc=...; Val Acc=...; Val F1=...; Val AUC=...;``,
   the lines the SageMaker metric definitions parse.
+
+Defaults for every hyperparameter come from :class:`streamguard_ml.config.PipelineConfig`
+(the one typed place), so the DAG, the CLI and a bare ``python -m streamguard_ml.train``
+train the same model.  After the last epoch the kept model's validation scores fit
+its calibration and choose its decision threshold (``calibration.py``,
+``thresholds.py``); both are written into the model's config.
+
+``--model-type fusion`` fits the fusion detector instead (``fusion.py``): it reads the
+trained GNN and transformer from the ``gnn`` and ``transformer`` channels.
 """
 
 from __future__ import annotations
@@ -33,51 +42,88 @@ log = logging.getLogger("streamguard_ml.train")
 
 SAGEMAKER_CHECKPOINTS = "/opt/ml/checkpoints"
 #: The epoch line and the regexes SageMaker's metric definitions use to read it.
-EPOCH_LINE = "Epoch {epoch}/{epochs}: Train Loss={loss:.4f}; Train Acc={train_acc:.4f}; Val Acc={val_acc:.4f}; Val F1={val_f1:.4f};"
+EPOCH_LINE = ("Epoch {epoch}/{epochs}: Train Loss={loss:.4f}; Train Acc={train_acc:.4f}; Val Acc={val_acc:.4f}; "
+              "Val F1={val_f1:.4f}; Val AUC={val_auc:.4f}; Val Loss={val_loss:.4f};")
 METRIC_REGEXES = {
     "train:loss": r"Train Loss=([0-9.eE+-]+);",
     "train:accuracy": r"Train Acc=([0-9.eE+-]+);",
     "validation:accuracy": r"Val Acc=([0-9.eE+-]+);",
     "validation:f1": r"Val F1=([0-9.eE+-]+);",
+    "validation:auc": r"Val AUC=([0-9.eE+-]+);",
+    "validation:loss": r"Val Loss=([0-9.eE+-]+);",
 }
+MODEL_TYPE_CHOICES = ("gnn", "transformer", "fusion")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The entrypoint's arguments; ``None`` defaults are filled per model type by :func:`apply_defaults`."""
+    from .config import CALIBRATION_METHODS, SELECTION_METRICS, THRESHOLD_POLICIES
+
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="streamguard-ml train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m streamguard_ml.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-type", choices=["gnn", "transformer"], required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-3 (gnn), 5e-5 (transformer)")
+    p.add_argument("--model-type", choices=MODEL_TYPE_CHOICES, required=True)
+    p.add_argument("--epochs", type=int, default=None, help="default: gnn_epochs / transformer_epochs of the config")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="default: learning_rate_gnn / learning_rate_transformer of the config")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--patience", type=int, default=3, help="early stopping on validation F1")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--patience", type=int, default=None, help="epochs without a better validation score")
+    p.add_argument("--min-epochs", type=int, default=None, help="never stop before this many epochs")
+    p.add_argument("--selection-metric", choices=SELECTION_METRICS, default=None,
+                   help="what early stopping and the kept epoch follow on validation")
+    p.add_argument("--pair-batches", choices=("on", "off"), default=None,
+                   help="keep each vulnerable function and its fix in one batch")
+    p.add_argument("--pair-loss-weight", type=float, default=None, help="margin ranking term (0: off)")
+    p.add_argument("--pair-margin", type=float, default=None)
+    p.add_argument("--threshold-policy", choices=THRESHOLD_POLICIES, default=None)
+    p.add_argument("--max-fpr", type=float, default=None, help="validation FPR budget of the max_fpr policy")
+    p.add_argument("--calibration", choices=CALIBRATION_METHODS, default=None)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--base-model", default=None, help="transformer: HF name, local dir or s3:// URI")
-    p.add_argument("--max-length", type=int, default=256, help="transformer window in tokens")
-    p.add_argument("--window-stride", type=int, default=192)
-    p.add_argument("--hidden", type=int, default=128, help="gnn hidden size")
-    p.add_argument("--layers", type=int, default=3, help="gnn GAT layers")
-    p.add_argument("--heads", type=int, default=4, help="gnn attention heads")
+    p.add_argument("--max-length", type=int, default=None, help="transformer window in tokens")
+    p.add_argument("--window-stride", type=int, default=None)
+    p.add_argument("--hidden", type=int, default=None, help="gnn hidden size")
+    p.add_argument("--layers", type=int, default=None, help="gnn GAT layers")
+    p.add_argument("--heads", type=int, default=None, help="gnn attention heads")
     p.add_argument("--dropout", type=float, default=None)
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR"), help="SM_MODEL_DIR")
     p.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="SM_CHANNEL_TRAIN")
     p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"), help="SM_CHANNEL_VALIDATION")
     p.add_argument("--init-model", default=env("SM_CHANNEL_INIT"),
                    help="fine-tune from this model (directory or one holding model.tar.gz); SM_CHANNEL_INIT")
+    p.add_argument("--gnn-model", default=env("SM_CHANNEL_GNN"),
+                   help="fusion: the trained GNN (directory or one holding model.tar.gz); SM_CHANNEL_GNN")
+    p.add_argument("--transformer-model", default=env("SM_CHANNEL_TRANSFORMER"),
+                   help="fusion: the trained transformer; SM_CHANNEL_TRANSFORMER")
     p.add_argument("--checkpoint-dir",
                    default=SAGEMAKER_CHECKPOINTS if os.path.isdir(SAGEMAKER_CHECKPOINTS) else None)
     p.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR"))
     return p
 
 
+def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every hyperparameter left unset from the typed config's defaults for this model type."""
+    from .config import PipelineConfig
+
+    defaults = PipelineConfig().hyperparameters(args.model_type)
+    for name, value in defaults.items():
+        attr = name.replace("-", "_")
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, value)
+    return args
+
+
 def hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     """What defines the trained model (not where files are)."""
-    paths = {"model_dir", "train", "validation", "init_model", "checkpoint_dir", "output_data_dir"}
-    return {k: v for k, v in sorted(vars(args).items()) if k not in paths}
+    paths = {"model_dir", "train", "validation", "init_model", "checkpoint_dir", "output_data_dir", "gnn_model",
+             "transformer_model"}
+    unused = set() if args.model_type == "transformer" else {"base_model", "max_length", "window_stride"}
+    unused |= set() if args.model_type == "gnn" else {"hidden", "layers", "heads"}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in paths | unused}
 
 
 def seed_everything(seed: int) -> None:
@@ -96,8 +142,8 @@ def _require(path: str | None, what: str, env: str) -> Path:
     return Path(path)
 
 
-def _init_dir(path: str | None) -> Path | None:
-    """A model directory to start from, unpacking ``model.tar.gz`` if that is what the channel holds."""
+def model_directory(path: str | None, what: str = "--init-model") -> Path | None:
+    """A model directory from ``path``: the directory itself, or one holding (or being) ``model.tar.gz``, unpacked."""
     if not path:
         return None
     from .inference import extract_archive
@@ -108,8 +154,9 @@ def _init_dir(path: str | None) -> Path | None:
         return p
     archive = p / "model.tar.gz" if p.is_dir() else p
     if not archive.exists():
-        raise SystemExit(f"--init-model {path}: no model.tar.gz or {CONFIG_FILE} there")
-    return extract_archive(archive, Path(os.environ.get("TMPDIR", "/tmp")) / f"sg-init-{os.getpid()}")
+        raise SystemExit(f"{what} {path}: no model.tar.gz or {CONFIG_FILE} there")
+    label = what.strip("-").replace("-", "_")
+    return extract_archive(archive, Path(os.environ.get("TMPDIR", "/tmp")) / f"sg-{label}-{os.getpid()}")
 
 
 def _check_same_features(trained_on: dict[str, Any], data: dict[str, Any], model_type: str) -> None:
@@ -231,28 +278,26 @@ def _jsonable(obj: Any) -> Any:
 
 
 def train_model(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, early-stop on validation F1, calibrate, and write the model directory."""
+    """Train, early-stop on the validation score, calibrate, choose the threshold, write the model directory."""
     from .dataset import load_split
     from .distributed import parameter_checksum, setup
-    from .evaluate import classification_metrics
-    from .inference import score_split
     from .kinds import kind_for
 
+    args = apply_defaults(args)
+    if args.model_type == "fusion":
+        from .fusion import train_fusion
+
+        return train_fusion(args)
     seed_everything(args.seed)
     dist = setup()
     train_dir = _require(args.train, "train", "SM_CHANNEL_TRAIN")
     val_dir = _require(args.validation, "validation", "SM_CHANNEL_VALIDATION")
-    if not args.model_dir:
-        raise SystemExit("no model directory: pass --model-dir or set SM_MODEL_DIR")
-    model_dir = Path(args.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = _model_dir(args)
     train, val = load_split(train_dir), load_split(val_dir)
-    args.learning_rate = args.learning_rate or (2e-3 if args.model_type == "gnn" else 5e-5)
-    args.dropout = args.dropout if args.dropout is not None else (0.2 if args.model_type == "gnn" else 0.1)
     kind = kind_for(args.model_type, **({"max_length": args.max_length, "stride": args.window_stride}
                                         if args.model_type == "transformer" else {}))
     hp = hyperparameters(args)
-    init = _init_dir(args.init_model)
+    init = model_directory(args.init_model)
     if init is not None:
         model, init_config = kind.load(init)
         _check_same_features(init_config.get("dataset", {}), train.meta, args.model_type)
@@ -270,14 +315,51 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
     if not dist.is_main:
         return {"model_type": args.model_type, "rank": dist.rank, "history": history}
     kind.fit_extras(model, train, val, args.batch_size)
-    val_scores = score_split(kind, model, val, args.batch_size)
-    val_metrics = classification_metrics(val.labels, val_scores.prob)
-    kind.save(model.cpu(), model_dir, train.meta, hp)
+    from .inference import score_split
+
+    decision = decision_rule(args, val.labels, score_split(kind, model, val, args.batch_size).logit)
+    kind.save(model.cpu(), model_dir, train.meta, hp, decision["extras"])
+    return write_summary(model_dir, args, hp, history, decision, train, val)
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    if not args.model_dir:
+        raise SystemExit("no model directory: pass --model-dir or set SM_MODEL_DIR")
+    model_dir = Path(args.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return model_dir
+
+
+def decision_rule(args: argparse.Namespace, labels: Any, logit: Any) -> dict[str, Any]:
+    """Calibration and operating point fitted on validation log-odds, and the validation metrics they give.
+
+    ``extras`` is what the model's config stores; the metrics (at the chosen threshold and
+    at 0.5) go into ``training.json``.
+    """
+    from . import calibration, thresholds
+    from .evaluate import classification_metrics
+
+    calibrator = calibration.fit(args.calibration, labels, logit)
+    prob = calibrator.apply(logit)
+    point = thresholds.choose(labels, prob, args.threshold_policy, args.max_fpr)
+    raw = calibration.sigmoid(np.asarray(logit, dtype=np.float64))
+    return {"extras": {"calibration": calibrator.to_dict(), "operating_point": point.to_dict()},
+            "validation": classification_metrics(labels, prob, point.threshold),
+            "validation_at_0.5": classification_metrics(labels, prob, 0.5),
+            "validation_calibration": calibration.report(labels, raw, prob, calibrator.method)}
+
+
+def write_summary(model_dir: Path, args: argparse.Namespace, hp: dict[str, Any], history: list[dict],
+                  decision: dict[str, Any], train: Any, val: Any, **more: Any) -> dict[str, Any]:
+    """``training.json`` (what the registry and the model card read) and the closing log line."""
     summary = {"model_type": args.model_type, "hyperparameters": hp, "history": history,
-               "validation": val_metrics, "train_samples": len(train), "val_samples": len(val),
-               "dataset": train.meta, "fine_tuned_from": args.init_model}
+               "train_samples": len(train) if train is not None else 0, "val_samples": len(val),
+               "dataset": (train if train is not None else val).meta, "fine_tuned_from": getattr(args, "init_model", None),
+               **{k: v for k, v in decision.items() if k != "extras"}, **decision["extras"], **more}
     (model_dir / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    print(f"Training complete: Val Acc={val_metrics['accuracy']:.4f}; Val F1={val_metrics['f1']:.4f};", flush=True)
+    vm, point = summary["validation"], summary["operating_point"]
+    print(f"Training complete: Val Acc={vm['accuracy']:.4f}; Val F1={vm['f1']:.4f}; Val FPR={vm['fpr']:.4f}; "
+          f"threshold={point['threshold']:.4f} ({point['policy']});", flush=True)
     return summary
 
 
@@ -285,22 +367,29 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
         dist: Any = None) -> list[dict]:
     """AdamW with warm-up/decay, clipping, accumulation, bf16 on GPU, early stopping, per-epoch checkpoints.
 
+    The loss is cross-entropy plus, with ``pair_loss_weight`` > 0, the margin ranking
+    term of :mod:`streamguard_ml.pairs` over the pairs in each batch (``pair_batches``
+    keeps a pair's members together).  The kept epoch is the best by
+    ``selection_metric`` on validation (AUC by default: unlike F1 at a fixed 0.5 it
+    does not jump with a few borderline scores of a small split); training stops
+    after ``patience`` epochs without improvement, never before ``min_epochs``.
+
     With ``dist`` (:class:`streamguard_ml.distributed.Distributed`) each process trains on its
     share of the batches under DDP; rank 0 prints, checkpoints and decides.
     """
     import torch
 
     from .distributed import Distributed
-    from .evaluate import classification_metrics
-    from .inference import score_split
+    from .pairs import margin_ranking_term
 
     dist = dist or Distributed()
+    pairs = args.pair_batches == "on" or args.pair_loss_weight > 0
     steps_per_epoch = math.ceil(math.ceil(len(train) / args.batch_size) / dist.world_size / args.grad_accum)
     total = max(1, steps_per_epoch * args.epochs)
     optimizer = adamw(model, args.learning_rate, args.weight_decay)
     scheduler = warmup_linear(optimizer, int(args.warmup_ratio * total), total)
     ckpt = Checkpointer(args.checkpoint_dir, args.model_type)
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_f1": -1.0, "best_epoch": 0, "stale": 0}
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_score": None, "best_epoch": 0, "stale": 0}
     best: dict | None = None
     resumed = ckpt.load(model, optimizer, scheduler)
     if resumed:
@@ -310,18 +399,21 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # older GPUs (T4, V100) stay in fp32
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else _null()
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        if state["stale"] >= args.patience:
+        if state["stale"] >= args.patience and state["epoch"] >= args.min_epochs:
             break
         net.train()
         loss_sum, correct, seen, started, pending = 0.0, 0, 0, time.perf_counter(), False
         optimizer.zero_grad()
-        for step, batch in enumerate(dist.epoch(net, kind.batches(train, args.batch_size, shuffle=True,
-                                                                   seed=args.seed + epoch))):
+        batches = kind.batches(train, args.batch_size, shuffle=True, seed=args.seed + epoch, pairs=pairs)
+        for step, batch in enumerate(dist.epoch(net, batches)):
             batch.inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.inputs.items()}
             labels = batch.labels.to(device)
             with autocast:
                 logits, _ = kind.forward(net, batch)
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                if args.pair_loss_weight > 0 and batch.pairs is not None:
+                    loss = loss + args.pair_loss_weight * margin_ranking_term(
+                        logits.float(), batch.pairs.to(device), args.pair_margin)
             (loss / args.grad_accum).backward()
             pending = (step + 1) % args.grad_accum != 0
             if not pending:
@@ -332,16 +424,17 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
         if pending:  # the epoch's last, incomplete accumulation group still counts
             optimizer_step(model, optimizer, scheduler, args.max_grad_norm)
         loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
-        val_scores = score_split(kind, model, val, args.batch_size)
-        vm = dist.from_main(classification_metrics(val.labels, val_scores.prob))
+        vm = dist.from_main(validation_metrics(kind, model, val, args.batch_size))
         row = {"epoch": epoch, "loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-               "val_acc": vm["accuracy"], "val_f1": vm["f1"], "seconds": round(time.perf_counter() - started, 2),
+               "val_acc": vm["accuracy"], "val_f1": vm["f1"], "val_auc": vm["roc_auc"], "val_loss": vm["log_loss"],
+               "seconds": round(time.perf_counter() - started, 2),
                "samples_per_s": round(seen / max(1e-9, time.perf_counter() - started), 2)}
         state["history"].append(row)
         if dist.is_main:
-            print(EPOCH_LINE.format(epochs=args.epochs, **row), flush=True)
-        if vm["f1"] > state["best_f1"]:
-            state.update(best_f1=vm["f1"], best_epoch=epoch, stale=0)
+            print(EPOCH_LINE.format(epochs=args.epochs, **{**row, "val_auc": _nan(row["val_auc"])}), flush=True)
+        score = selection_score(vm, args.selection_metric)
+        if state.get("best_score") is None or score > state["best_score"] + 1e-9:
+            state.update(best_score=score, best_epoch=epoch, stale=0)
             best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             state["stale"] += 1
@@ -350,8 +443,35 @@ def fit(kind: Any, model: Any, train: Any, val: Any, args: argparse.Namespace, d
             ckpt.save(model, optimizer, scheduler, state, best)
     if best is not None:
         model.load_state_dict(best)
-        log.info("restored best epoch %d (val F1 %.4f)", state["best_epoch"], state["best_f1"])
+        log.info("kept epoch %d (validation %s %.4f)", state["best_epoch"], args.selection_metric,
+                 abs(state["best_score"]))
     return state["history"]
+
+
+def validation_metrics(kind: Any, model: Any, val: Any, batch_size: int) -> dict[str, Any]:
+    """Raw-score metrics on the validation split (threshold 0.5) plus its log-loss."""
+    from sklearn.metrics import log_loss
+
+    from .evaluate import classification_metrics
+    from .inference import score_split
+
+    scores = score_split(kind, model, val, batch_size)
+    vm = classification_metrics(val.labels, scores.prob)
+    vm["log_loss"] = float(log_loss(val.labels, np.clip(scores.prob, 1e-7, 1 - 1e-7), labels=[0, 1]))
+    return vm
+
+
+def selection_score(vm: dict[str, Any], metric: str) -> float:
+    """Higher is better; AUC falls back to −loss when the validation split has one class only."""
+    if metric == "auc" and vm.get("roc_auc") is not None:
+        return float(vm["roc_auc"])
+    if metric == "f1":
+        return float(vm["f1"])
+    return -float(vm["log_loss"])
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def adamw(model: Any, learning_rate: float, weight_decay: float) -> Any:
@@ -394,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log.info("ignoring unknown arguments %s", unknown)
-    train_model(args)
+    train_model(apply_defaults(args))
     return 0
 
 

@@ -132,7 +132,7 @@ class TrainingContainer:
         with tarfile.open(fileobj=io.BytesIO(self._get(hp["sagemaker_submit_directory"])), mode="r:gz") as tar:
             tar.extractall(code, filter="data")
         user_hp = {k: str(v) for k, v in hp.items() if not k.startswith("sagemaker_")}
-        env = sagemaker_environment(root, user_hp, with_init="init" in channels)
+        env = sagemaker_environment(root, user_hp, ["train", "validation"], ["init"] if "init" in channels else [])
         cmd = [sys.executable, hp["sagemaker_program"], *cli_args(user_hp)]
         out = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, timeout=900)
         lines = (out.stdout + out.stderr).splitlines()

@@ -10,9 +10,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_training_dag_smoke_run_registers_both_models(airflow_db, tiny_base_model, tmp_path, aws_env, monkeypatch):
-    """...and, with the optional shipping switched on, deploys both champions to SageMaker
-    endpoints and exports both versions to SageMaker Model Registry (moto's server)."""
+def test_training_dag_smoke_run_registers_all_three_models(airflow_db, tiny_base_model, tmp_path, aws_env, monkeypatch):
+    """The GNN, the transformer and the fusion detector fitted from them, each with its operating point;
+    with the optional shipping switched on, every champion is deployed to a SageMaker endpoint and
+    every version exported to SageMaker Model Registry (moto's server)."""
     import json
 
     import boto3
@@ -34,9 +35,12 @@ def test_training_dag_smoke_run_registers_both_models(airflow_db, tiny_base_mode
     assert str(run.state).endswith("success"), run.state
     reg = Registry(LocalStore(store_root))
     first = [mv for mv in reg.list() if mv.version == 1]
-    assert {mv.model for mv in first} == {"taint-flow-gnn", "sql-intent-transformer"}
+    assert {mv.model for mv in first} == {"taint-flow-gnn", "sql-intent-transformer", "taint-fusion-detector"}
     for mv in first:
-        assert set(mv.metrics) >= {"accuracy", "precision", "recall", "f1", "fpr", "roc_auc", "pairwise_accuracy"}
+        assert set(mv.metrics) >= {"accuracy", "precision", "recall", "f1", "fpr", "roc_auc", "pairwise_accuracy",
+                                   "at_0.5", "calibration", "test_data", "pair_ranking"}
+        assert mv.metrics["threshold"] == pytest.approx(mv.threshold) and mv.operating_point["policy"] == "max_fpr"
+        assert mv.metrics["test_data"]["synthetic_only"] and "do NOT measure" in mv.metrics["test_data"]["statement"]
         assert 0.0 <= mv.metrics["accuracy"] <= 1.0
         assert mv.lineage["data_content_hash"] and mv.lineage["code_version"] and mv.params
         assert mv.lineage["reference_profile"] and mv.lineage["training_backend"] == "local"
@@ -44,8 +48,13 @@ def test_training_dag_smoke_run_registers_both_models(airflow_db, tiny_base_mode
         assert mv.decision["kind"] == "first_model_floors"
         assert reg.champion(mv.model).version == 1  # floors lowered: both promoted
         card = store_root / "registry" / mv.model / "cards" / "000001"
-        assert {"model_card.md", "model_card.json", "roc_curve.png", "training_curves.png"} <= {
-            p.name for p in card.iterdir()}
+        files = {p.name for p in card.iterdir()}
+        assert {"model_card.md", "model_card.json", "roc_curve.png", "reliability.png"} <= files
+        assert ("training_curves.png" in files) == (mv.model != "taint-fusion-detector")  # fitted, not trained
+        text = (card / "model_card.md").read_text()
+        assert "## Operating point" in text and "## Calibration" in text and "do NOT measure" in text
+    fusion = reg.get("taint-fusion-detector", 1)
+    assert set(fusion.lineage["members"]) == {"gnn", "transformer"}
     assert (store_root / "registry" / "taint-flow-gnn" / "artifacts" / "000001" / "model.tar.gz").exists()
     sagemaker = boto3.client("sagemaker")
     for mv in first:

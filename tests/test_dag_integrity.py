@@ -43,8 +43,13 @@ def test_training_dag_tasks_and_dependencies(dagbag):
     assert dag.get_task("plan_shards").upstream_task_ids == {"ingest"}
     assert dag.get_task("preprocess_shard").upstream_task_ids == {"plan_shards"}
     assert dag.get_task("finalize_dataset").upstream_task_ids == {"preprocess_shard"}
-    assert {"gnn.promote", "transformer.promote"} <= dag.get_task("report").upstream_task_ids
-    assert {"sources", "training_backend", "base_model", "smoke", "gnn_epochs", "transformer_epochs"} <= set(dag.params)
+    assert {"gnn.promote", "transformer.promote", "fusion.promote"} <= dag.get_task("report").upstream_task_ids
+    # the fusion detector is fitted from both trained members, then judged like them
+    assert dag.get_task("fusion.train_fusion").upstream_task_ids == {"gnn.trained_model", "transformer.trained_model",
+                                                                      "training_dataset"}
+    assert dag.get_task("fusion.evaluate").upstream_task_ids == {"fusion.train_fusion"}
+    assert {"sources", "training_backend", "base_model", "smoke", "gnn_epochs", "transformer_epochs",
+            "threshold_policy", "max_fpr", "calibration", "pair_loss_weight", "synthetic_train"} <= set(dag.params)
     assert dag.params["training_backend"] == "local" and dag.params["sagemaker"] == {}
 
 

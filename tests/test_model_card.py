@@ -68,10 +68,10 @@ def test_card_for_a_registered_version(store, evaluated_run):
                       lineage={"run": "r1", "sources": ["synthetic:1200"], "code_version": "0.1.0+abc"},
                       decision={"promote": True, "kind": "first_model_floors", "reasons": ["ok: accuracy 0.9"]})
     uris = write_model_card(store, reg.card_prefix(mv.model, mv.version), mv, **run_inputs(store, "r1", "gnn"))
-    assert set(uris) == {"json", "markdown", "confusion_matrix", "roc", "pr", "training"}
+    assert set(uris) == {"json", "markdown", "confusion_matrix", "roc", "pr", "reliability", "training"}
     import matplotlib.image as mpimg
 
-    for name in ("confusion_matrix", "roc", "pr", "training"):
+    for name in ("confusion_matrix", "roc", "pr", "reliability", "training"):
         png = store.read_bytes(store.key_of(uris[name]))
         height, width = mpimg.imread(io.BytesIO(png)).shape[:2]
         assert png.startswith(b"\x89PNG") and width > 200 and height > 200

@@ -114,7 +114,7 @@ def test_training_and_monitor_on_a_postgres_metadata_db(postgres, tiny_base_mode
     from streamguard_ml.store import LocalStore
 
     versions = Registry(LocalStore(tmp_path / "store")).list()
-    assert {v.model for v in versions} == {"taint-flow-gnn", "sql-intent-transformer"}
+    assert {v.model for v in versions} == {"taint-flow-gnn", "sql-intent-transformer", "taint-fusion-detector"}
     rows = subprocess.run(["psql", postgres.replace("postgresql+psycopg2", "postgresql"), "-tAc",
                            "SELECT dag_id, state FROM dag_run ORDER BY dag_id"], capture_output=True, text=True,
                           timeout=60)

@@ -103,7 +103,7 @@ def test_card_page_and_its_figures(client):
     for needle in ('id="metrics"', "Known limits", "synthetic", "ok: &lt;floors&gt;", 'class="hit"', "wilson"):
         assert needle in html, needle  # ...and text from the store is escaped, never injected
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 4
+    assert len(images) == 5
     for src in images:
         got = client.get(src)
         assert got.status_code == 200 and got.headers["content-type"] == "image/png"
@@ -223,7 +223,7 @@ def test_card_renders_in_headless_chromium(browser, served, tmp_path):
     browser.page("Network.enable")
     browser.page("Network.setCookie", name="_token", value=token, url=base)
     browser.open(f"{base}/streamguard/registry/taint-flow-gnn/2",
-                 "document.querySelectorAll('#figures img').length === 4 && "
+                 "document.querySelectorAll('#figures img').length === 5 && "
                  "[...document.images].every(i => i.complete && i.naturalWidth > 200)")
     assert "Model card — taint-flow-gnn v2" in browser.evaluate("document.querySelector('h1').innerText")
     assert browser.evaluate("document.querySelectorAll('#metrics tr').length") >= 7

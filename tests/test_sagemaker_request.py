@@ -112,12 +112,15 @@ def test_bad_settings_name_the_setting(settings, needle):
 
 def test_metric_definitions_parse_the_entrypoints_epoch_lines():
     definitions = {d["Name"]: d["Regex"] for d in _request()["AlgorithmSpecification"]["MetricDefinitions"]}
-    assert set(definitions) == {"train:loss", "train:accuracy", "validation:accuracy", "validation:f1"}
-    line = EPOCH_LINE.format(epoch=2, epochs=12, loss=0.0662, train_acc=0.9813, val_acc=1.0, val_f1=0.987654)
+    assert set(definitions) == {"train:loss", "train:accuracy", "validation:accuracy", "validation:f1",
+                                "validation:auc", "validation:loss"}
+    line = EPOCH_LINE.format(epoch=2, epochs=12, loss=0.0662, train_acc=0.9813, val_acc=1.0, val_f1=0.987654,
+                             val_auc=0.91234, val_loss=0.3)
     values = {name: float(re.search(regex, line).group(1)) for name, regex in definitions.items()}
     assert values == {"train:loss": 0.0662, "train:accuracy": 0.9813, "validation:accuracy": 1.0,
-                      "validation:f1": 0.9877}
-    small = EPOCH_LINE.format(epoch=9, epochs=12, loss=1.5e-7, train_acc=1, val_acc=0.5, val_f1=0)
+                      "validation:f1": 0.9877, "validation:auc": 0.9123, "validation:loss": 0.3}
+    small = EPOCH_LINE.format(epoch=9, epochs=12, loss=1.5e-7, train_acc=1, val_acc=0.5, val_f1=0, val_auc=0.5,
+                              val_loss=0.7)
     assert float(re.search(definitions["train:loss"], small).group(1)) == pytest.approx(0.0, abs=1e-4)
 
 

@@ -22,7 +22,7 @@ from jinja2 import DictLoader, Environment, select_autoescape
 #: Files of a model card the page may serve, with their media types.
 CARD_FILES = {"model_card.md": "text/markdown; charset=utf-8", "model_card.json": "application/json",
               "confusion_matrix.png": "image/png", "roc_curve.png": "image/png", "pr_curve.png": "image/png",
-              "training_curves.png": "image/png"}
+              "reliability.png": "image/png", "training_curves.png": "image/png"}
 HEADLINE = ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc", "pairwise_accuracy")
 
 _STYLE = """
@@ -66,11 +66,24 @@ _TEMPLATES = {
 <h2>Lineage</h2><table>{% for k, val in v.lineage.items() %}<tr><th>{{ k }}</th><td>{{ val }}</td></tr>{% endfor %}
 <tr><th>artifact</th><td>{{ v.artifact_uri }}</td></tr><tr><th>created</th><td>{{ v.created_at }}</td></tr></table>
 <h2>Data</h2><table>{% for k, val in card.data.items() %}<tr><th>{{ k }}</th><td>{{ val }}</td></tr>{% endfor %}</table>
+{% if card.test_data %}<p id="provenance"><strong>{{ card.test_data.statement }}</strong></p>{% endif %}
+{% if card.operating_point %}<h2>Operating point</h2><table id="operating-point">
+<tr><th>threshold</th><td>{{ fmt(card.operating_point.threshold) }}</td></tr>
+<tr><th>policy</th><td>{{ card.operating_point.policy }}{% if card.operating_point.max_fpr %} (validation FPR
+&le; {{ card.operating_point.max_fpr }}){% endif %}</td></tr>
+{% for k, val in (card.operating_point.validation or {}).items() %}<tr><th>validation {{ k }}</th>
+<td>{{ fmt(val) }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Metrics on the test split (95 % intervals)</h2>
-<table id="metrics"><tr><th>metric</th><th>value</th><th>interval</th><th>method</th></tr>
+<table id="metrics"><tr><th>metric</th><th>value</th><th>interval</th><th>method</th><th>at 0.5</th></tr>
 {% for name, m in card.metrics_ci.items() %}<tr><td>{{ name }}</td><td>{{ fmt(m.value) }}</td>
-<td>{% if m.ci %}[{{ fmt(m.ci[0]) }}, {{ fmt(m.ci[1]) }}]{% else %}–{% endif %}</td><td>{{ m.method }}</td></tr>{% endfor %}
+<td>{% if m.ci %}[{{ fmt(m.ci[0]) }}, {{ fmt(m.ci[1]) }}]{% else %}–{% endif %}</td><td>{{ m.method }}</td>
+<td>{{ fmt((card["at_0.5"] or {}).get(name)) }}</td></tr>{% endfor %}
 </table>
+{% if card.calibration and card.calibration.test %}<h2>Calibration ({{ card.calibration.test.method }})</h2>
+<table id="calibration"><tr><th>split</th><th>Brier before</th><th>Brier after</th><th>ECE before</th><th>ECE after</th></tr>
+{% for split in ("validation", "test") %}{% set c = card.calibration[split] %}{% if c %}<tr><td>{{ split }}</td>
+<td>{{ fmt(c.brier_before) }}</td><td>{{ fmt(c.brier_after) }}</td><td>{{ fmt(c.ece_before) }}</td>
+<td>{{ fmt(c.ece_after) }}</td></tr>{% endif %}{% endfor %}</table>{% endif %}
 <h2>Confusion matrix</h2><table><tr><th></th><th>predicted safe</th><th>predicted vulnerable</th></tr>
 <tr><th>actually safe</th><td>{{ card.confusion_matrix.tn }}</td><td>{{ card.confusion_matrix.fp }}</td></tr>
 <tr><th>actually vulnerable</th><td>{{ card.confusion_matrix.fn }}</td><td>{{ card.confusion_matrix.tp }}</td></tr></table>

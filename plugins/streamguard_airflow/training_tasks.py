@@ -66,6 +66,15 @@ def train_local(model_type: str, dataset: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
+def train_fusion(dataset: dict[str, Any], trained: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fusion detector, fitted on validation from the run's trained GNN and transformer."""
+    from streamguard_ml.pipeline import fusion_step
+
+    cfg, store, run = _ctx()
+    return fusion_step(store, run, cfg, dataset, trained)
+
+
+@task
 def evaluate(model_type: str, trained: dict[str, Any]) -> dict[str, Any]:
     """Challenger and champion on the same test split → metrics and the promotion decision."""
     from streamguard_ml.pipeline import evaluate_step

@@ -10,12 +10,16 @@ from typing import Any
 
 from . import UsageError, common, emit, store_of
 
-MODEL_ALIASES = {"gnn": "taint-flow-gnn", "transformer": "sql-intent-transformer"}
+from ..config import REGISTRY_NAMES
+
+#: ``--model gnn`` etc.: model types name their registry models.
+MODEL_ALIASES = dict(REGISTRY_NAMES)
 
 
 def add_model_ref(p: argparse.ArgumentParser, default: str = "taint-flow-gnn") -> None:
     p.add_argument("--model", default=default,
-                   help="registry model: taint-flow-gnn | sql-intent-transformer (or gnn | transformer)")
+                   help="registry model: " + " | ".join(REGISTRY_NAMES.values()) + " (or "
+                        + " | ".join(REGISTRY_NAMES) + ")")
     p.add_argument("--model-version", default="deployed", help="N, latest, deployed or best:<metric>")
 
 
@@ -34,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = common(sub.add_parser("train", help="train a model on a preprocessed run (local backend); without "
                               "--run it is the SageMaker-contract entrypoint itself"))
     p.add_argument("--run", required=True)
-    p.add_argument("--model-type", choices=["gnn", "transformer"], required=True)
+    p.add_argument("--model-type", choices=["gnn", "transformer", "fusion"], required=True,
+                   help="fusion: fit the taint-fusion detector from the run's trained gnn and transformer")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--base-model", default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -44,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True)
     add_model_ref(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_threshold(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = common(sub.add_parser("explain", help="which lines made the model flag this code (per-line and "
@@ -59,8 +65,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_ref(p)
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--threshold", type=float, default=0.5)
+    add_threshold(p)
     p.set_defaults(func=cmd_predict)
+
+
+def add_threshold(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on the calibrated score (default: the version's own, chosen on validation)")
+
+
+def threshold_of(args: argparse.Namespace, model: Any) -> float:
+    """``--threshold`` when given (checked), else the version's own operating point."""
+    if args.threshold is None:
+        return model.threshold
+    if not 0 <= args.threshold <= 1:
+        raise UsageError(f"--threshold {args.threshold}: give a probability between 0 and 1")
+    return float(args.threshold)
 
 
 def _dataset_info(store: Any, run: str) -> dict[str, Any]:
@@ -75,17 +95,33 @@ def _dataset_info(store: Any, run: str) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import PipelineConfig
-    from ..pipeline import train_step
+    from ..pipeline import fusion_step, train_step
 
     store = store_of(args)
     dataset = _dataset_info(store, args.run)
     values: dict[str, Any] = {"base_model": args.base_model or dataset["base_model"], "batch_size": args.batch_size}
     if args.epochs:
         values["gnn_epochs" if args.model_type == "gnn" else "transformer_epochs"] = args.epochs
-    result = train_step(store, args.run, args.model_type, PipelineConfig.from_mapping(values), dataset)
+    cfg = PipelineConfig.from_mapping(values)
+    if args.model_type == "fusion":
+        result = fusion_step(store, args.run, cfg, dataset, _trained_members(store, args.run))
+    else:
+        result = train_step(store, args.run, args.model_type, cfg, dataset)
     emit(args, result, lambda r: print(f"{r['model_type']} trained: val acc {r['validation']['accuracy']:.3f}, "
                                        f"F1 {r['validation']['f1']:.3f}\nmodel: {r['model_uri']}"))
     return 0
+
+
+def _trained_members(store: Any, run: str) -> list[dict[str, Any]]:
+    from .. import layout
+    from ..config import MODEL_TYPES
+
+    found = [{"model_type": m, "model_uri": store.uri(layout.model_archive(run, m))} for m in MODEL_TYPES
+             if store.exists(layout.model_archive(run, m))]
+    if not found:
+        raise UsageError(f"run {run!r} has no trained gnn or transformer: train them first "
+                         f"(`streamguard-ml train --run {run} --model-type gnn`)")
+    return found
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -96,12 +132,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model_type = MODEL_TYPE_OF.get(mv.model)
     if model_type is None:
         raise UsageError(f"{mv.model} is not a model this pipeline evaluates")
+    if args.threshold is not None:
+        threshold_of(args, mv)  # refuse a bad override before loading anything
     with tempfile.TemporaryDirectory() as tmp:
         metrics = evaluate_model(store_of(args), args.run, model_type, mv.artifact_uri, Path(tmp), split=args.split,
-                                 name=f"v{mv.version}")
+                                 name=f"v{mv.version}", threshold=args.threshold)
     doc = {"model": mv.model, "version": mv.version, "run": args.run, "split": args.split, "metrics": metrics}
-    emit(args, doc, lambda d: print(f"{d['model']} v{d['version']} on {d['run']}/{d['split']}: " + ", ".join(
-        f"{k}={v:.3f}" for k, v in d["metrics"].items() if isinstance(v, float))))
+
+    def human(d: dict[str, Any]) -> None:
+        m = d["metrics"]
+        print(f"{d['model']} v{d['version']} on {d['run']}/{d['split']} at threshold {m['threshold']:.3f}: " + ", ".join(
+            f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float) and k != "threshold"))
+        print("  at 0.5: " + ", ".join(f"{k}={v:.3f}" for k, v in m["at_0.5"].items() if isinstance(v, float)))
+        print(f"  {m['test_data']['statement']}")
+
+    emit(args, doc, human)
     return 0
 
 
@@ -131,16 +176,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     good = [r for r in rows if "error" not in r]
     with tempfile.TemporaryDirectory() as tmp:
         model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
+        threshold = threshold_of(args, model)
         scores = model.score(model.featurize([r["code"] for r in good])) if good else None
-    predicted = iter(scores.rows([r["id"] for r in good], args.threshold) if scores is not None else [])
+    predicted = iter(scores.rows([r["id"] for r in good], threshold) if scores is not None else [])
     out = [{"id": r["id"], "score": None, "label": None, "error": r["error"]} if "error" in r
            else {**next(predicted), "model": mv.model, "version": mv.version} for r in rows]
     args.output.write_text("".join(json.dumps(r) + "\n" for r in out))
     doc = {"model": mv.model, "version": mv.version, "input": str(args.input), "output": str(args.output),
+           "threshold": threshold, "threshold_source": "--threshold" if args.threshold is not None else "version",
            "predictions": len(out), "flagged": sum(1 for r in out if r["label"] == 1),
            "errors": sum(1 for r in out if r["label"] is None)}
-    emit(args, doc, lambda d: print(f"{d['predictions']} predictions ({d['flagged']} flagged, {d['errors']} "
-                                    f"unreadable) by {d['model']} v{d['version']} -> {d['output']}"))
+    emit(args, doc, lambda d: print(f"{d['predictions']} predictions ({d['flagged']} flagged at threshold "
+                                    f"{d['threshold']:.3f}, {d['errors']} unreadable) by {d['model']} "
+                                    f"v{d['version']} -> {d['output']}"))
     return 0
 
 
