@@ -37,15 +37,15 @@ MARKS = ("source", "sink", "sanitizer", "tainted", "tainted_sink")
 MARK_BIT = {name: 1 << i for i, name in enumerate(MARKS)}
 SUBTOKENS_PER_NODE = 6
 SUBTOKEN_BUCKETS = 8192  # bucket 0 is padding
-GRAPH_FORMAT_VERSION = "pg-2"  # pg-2: taint-analysis marks
+GRAPH_FORMAT_VERSION = "pg-3"  # pg-2: taint-analysis marks; pg-3: guards, leaving branches, ``x or y`` carries taint
 
 SKIPPED_TYPES = {"comment", "string_start", "string_end", "string_content", "escape_sequence",
                  "line_continuation"}
 #: Expressions whose value carries the taint of a child (``f"{x}"``, ``a + x``, ``x.y``,
 #: ``x[0]``, ``x.strip()`` through the callee).  Arguments reach their call through
 #: ``call`` edges and assigned values their targets through ``dfg`` edges instead.
-VALUE_CARRIERS = frozenset({"binary_operator", "attribute", "subscript", "call", "string", "interpolation",
-                            "concatenated_string", "parenthesized_expression", "conditional_expression",
+VALUE_CARRIERS = frozenset({"binary_operator", "boolean_operator", "attribute", "subscript", "call", "string",
+                            "interpolation", "concatenated_string", "parenthesized_expression", "conditional_expression",
                             "list", "tuple", "set", "dictionary", "pair", "list_comprehension",
                             "generator_expression", "set_comprehension", "dictionary_comprehension",
                             "await", "list_splat", "dictionary_splat", "expression_list", "format_expression"})

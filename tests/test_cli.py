@@ -85,3 +85,17 @@ def test_train_evaluate_predict_through_the_cli(processed_run, tmp_path):
     assert [r["id"] for r in rows] == ["v", "line-2", "s"]  # input order, one line per input line
     assert rows[1]["label"] is None and "line 2" in rows[1]["error"]
     assert all(0 <= r["score"] <= 1 and r["label"] in (0, 1) for r in (rows[0], rows[2]))
+    # decisions are taken at the version's own threshold (chosen on validation) unless --threshold says
+    summary = json.loads(out.stdout)
+    registered = json.loads(cli("registry", "show", "taint-flow-gnn", str(version), "--json", store=store.root).stdout)
+    assert summary["threshold_source"] == "version"
+    assert summary["threshold"] == pytest.approx(registered["operating_point"]["threshold"])
+    assert all(r["label"] == int(r["score"] >= summary["threshold"]) for r in (rows[0], rows[2]))
+    assert ev["threshold"] == pytest.approx(summary["threshold"]) and set(ev["at_0.5"]) >= {"f1", "fpr"}
+    low = cli("predict", "--model-version", "latest", "--input", str(inp), "--output", str(outp), "--threshold",
+              "0", "--json", store=store.root)
+    assert json.loads(low.stdout)["threshold_source"] == "--threshold"
+    assert [json.loads(line)["label"] for line in outp.read_text().splitlines()] == [1, None, 1]
+    bad = cli("predict", "--model-version", "latest", "--input", str(inp), "--output", str(outp), "--threshold",
+              "1.5", store=store.root)
+    assert bad.returncode != 0 and "--threshold 1.5" in bad.stderr

@@ -91,8 +91,31 @@ def test_endpoint_rows_are_the_cli_rows_including_the_anomaly_flag(monkeypatch):
 
     monkeypatch.setenv("STREAMGUARD_THRESHOLD", "0.8")
     got = predict_fn([{"id": "a", "code": "x"}, {"id": "b", "code": "y"}], Scored())
-    assert got["predictions"] == scores.rows(["a", "b"], 0.8)
+    assert got["predictions"] == scores.rows(["a", "b"], 0.8) and got["threshold"] == 0.8
     assert [(r["label"], r["anomalous"]) for r in got["predictions"]] == [(0, False), (1, True)]
+
+
+def test_the_endpoint_decides_at_the_versions_threshold_unless_told_otherwise(monkeypatch):
+    import numpy as np
+
+    from streamguard_ml.inference import Scores
+    from streamguard_ml.serving import ServingError, predict_fn
+
+    class Scored:
+        model_type, threshold = "gnn", 0.15  # the operating point the archive ships with
+
+        def featurize(self, codes):
+            return codes
+
+        def score(self, data):
+            return Scores(np.array([0.1, 0.2]))
+
+    monkeypatch.delenv("STREAMGUARD_THRESHOLD", raising=False)
+    got = predict_fn([{"id": "a", "code": "x"}, {"id": "b", "code": "y"}], Scored())
+    assert got["threshold"] == 0.15 and [r["label"] for r in got["predictions"]] == [0, 1]
+    monkeypatch.setenv("STREAMGUARD_THRESHOLD", "high")
+    with pytest.raises(ServingError, match="STREAMGUARD_THRESHOLD"):
+        predict_fn([{"id": "a", "code": "x"}], Scored())
 
 
 @pytest.fixture

@@ -50,3 +50,54 @@ def test_gate_rule_from_params():
     assert GateRule.from_mapping({"min_accuracy_gain": 0.02, "unrelated": 1}).min_accuracy_gain == 0.02
     assert GateRule.from_mapping({"mcnemar_alpha": None}).mcnemar_alpha is None
     assert GateRule.from_mapping(None) == GateRule()
+
+
+def test_pair_ranking_counts_vulnerable_above_its_own_fix():
+    from streamguard_ml.evaluate import pair_ranking
+
+    pairs = ["a", "a", "b", "b", "c", "c", None]
+    labels = [1, 0, 1, 0, 1, 0, 1]
+    assert pair_ranking(pairs, labels, [0.9, 0.8, 0.3, 0.1, 0.2, 0.2, 0.0]) == pytest.approx((1 + 1 + 0.5) / 3)
+    assert pair_ranking([None, None], [1, 0], [0.9, 0.1]) is None
+
+
+def _records(sources):
+    import pandas as pd
+
+    n = len(sources)
+    return pd.DataFrame({"label": [i % 2 for i in range(n)], "pair_id": [f"p{i // 2}" for i in range(n)],
+                         "cwe": ["CWE-89"] * n, "source": sources})
+
+
+def test_metrics_are_taken_at_the_versions_threshold_and_repeated_at_one_half():
+    import numpy as np
+
+    from streamguard_ml.calibration import Calibrator
+    from streamguard_ml.evaluate import score_metrics
+    from streamguard_ml.inference import Scores
+    from streamguard_ml.thresholds import OperatingPoint
+
+    class Model:  # what score_metrics reads of a LoadedModel
+        threshold, calibrator = 0.3, Calibrator("temperature", {"temperature": 2.0})
+        operating_point = OperatingPoint(0.3, "max_fpr", 0.05, {"n": 10})
+
+    raw = np.array([0.2, 0.4, 0.1, 0.6, 0.35, 0.9])
+    scores = Scores(raw, None, np.log(raw / (1 - raw)), raw)
+    m = score_metrics(_records(["sven"] * 6), scores, Model())
+    assert m["threshold"] == 0.3 and (m["tp"], m["fp"]) == (3, 1)
+    assert (m["at_0.5"]["tp"], m["at_0.5"]["fp"]) == (2, 0)
+    assert m["operating_point"]["policy"] == "max_fpr" and not m["operating_point"]["overridden"]
+    assert set(m["calibration"]) >= {"brier_before", "brier_after", "ece_before", "ece_after"}
+    assert m["test_data"] == {"samples": 6, "sources": {"sven": 6}, "synthetic": 0, "real": 6,
+                              "synthetic_only": False, "statement": "Test split: 6 real functions (6 sven)."}
+    assert score_metrics(_records(["sven"] * 6), scores, Model(), threshold=0.5)["operating_point"]["overridden"]
+
+
+def test_synthetic_only_test_splits_say_they_do_not_measure_real_code():
+    from streamguard_ml.evaluate import split_provenance
+
+    synthetic = split_provenance(_records(["synthetic"] * 4))
+    assert synthetic["synthetic_only"] and "do NOT measure quality on real code" in synthetic["statement"]
+    assert "sources=" in synthetic["statement"]  # ...and says how to train on real data
+    mixed = split_provenance(_records(["synthetic", "sven", "sven", "jsonl"]))
+    assert not mixed["synthetic_only"] and "1 are synthetic" in mixed["statement"]

@@ -178,3 +178,30 @@ def test_cli_register_by_hand(any_store, artifact, tmp_path):
     assert card["version"] == 1 and card["metrics_ci"]["accuracy"]["value"] == 0.91 and card["known_limits"]
     bad = run("registry", "register", "--model", "x", "--artifact", "/nope.tar.gz", "--metrics", str(metrics))
     assert bad.returncode == 2 and "nope.tar.gz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_operating_point_is_read_from_the_archive_at_registration(store, tmp_path):
+    """A version registered by hand decides as the pipeline's would: its threshold comes from the archive."""
+    import io
+    import tarfile
+
+    from streamguard_ml.inference import pack_archive
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "streamguard_model.json").write_text(json.dumps({
+        "model_type": "gnn", "calibration": {"method": "temperature", "params": {"temperature": 1.7}},
+        "operating_point": {"threshold": 0.62, "policy": "max_fpr", "max_fpr": 0.05, "validation": {"n": 40}}}))
+    (model / "model.safetensors").write_bytes(b"weights")
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(pack_archive(model))
+    mv = Registry(store).register("taint-flow-gnn", str(path), {"accuracy": 0.8})
+    assert mv.operating_point == {"threshold": 0.62, "policy": "max_fpr", "max_fpr": 0.05, "validation": {"n": 40},
+                                  "calibration": "temperature"}
+    assert mv.threshold == 0.62 and Registry(store).get("taint-flow-gnn", 1).threshold == 0.62
+    with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as tar:  # nothing was extracted to read it
+        assert "streamguard_model.json" in tar.getnames()
+    plain = tmp_path / "plain.tar.gz"
+    plain.write_bytes(b"not an archive")
+    old = Registry(store).register("imported", str(plain), {"accuracy": 0.5})
+    assert old.operating_point is None and old.threshold == 0.5  # saved before operating points: 0.5

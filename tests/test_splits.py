@@ -67,3 +67,42 @@ def test_too_little_data_says_what_to_add():
         assign_splits(_samples(2), 0.15, 0.15, seed=1)
     with pytest.raises(SplitError, match="no samples"):
         assign_splits([], 0.15, 0.15)
+
+
+def test_test_folds_partition_the_data_for_cross_validation():
+    samples = _samples(repos=50)
+    folds = [assign_splits(samples, 0.15, 0.2, seed=2, test_fold=k) for k in range(5)]
+    tested = Counter(i for a in folds for i, split in enumerate(a.splits) if split == "test")
+    assert set(tested) == set(range(len(samples))) and set(tested.values()) == {1}  # each sample tested once
+    for a in folds:
+        assert min(a.counts().values()) > 0
+
+
+def test_leaving_one_class_out_trains_on_none_of_it():
+    real = _samples(repos=40)
+    synthetic = [Sample(id=f"s{i}", code="x", label=i % 2, cwe=["CWE-89", "CWE-22"][(i // 2) % 2],
+                        pair_id=f"sp{i // 2}", source="synthetic") for i in range(80)]
+    samples = real + synthetic
+    a = assign_splits(samples, 0.15, 0.15, seed=1, holdout_cwe="CWE-22")
+    for s, split in zip(samples, a.splits):
+        if s.cwe == "CWE-22":
+            assert split == ("unused" if s.source == "synthetic" else "test")
+        else:
+            assert split in ("train", "val") and (s.source != "synthetic" or split == "train")
+    assert a.counts()["unused"] == sum(1 for s in synthetic if s.cwe == "CWE-22")
+    with pytest.raises(SplitError, match="CWE-611"):
+        assign_splits(samples, holdout_cwe="CWE-611")
+
+
+def test_synthetic_samples_only_train_when_real_data_can_fill_validation_and_test():
+    real = _samples(repos=40)
+    synthetic = [Sample(id=f"s{i}", code="x", label=i % 2, cwe="CWE-89", pair_id=f"sp{i // 2}", source="synthetic")
+                 for i in range(200)]
+    a = assign_splits(real + synthetic, 0.15, 0.15, seed=4)
+    assert {split for s, split in zip(real + synthetic, a.splits) if s.source == "synthetic"} == {"train"}
+    assert {"val", "test"} <= {split for s, split in zip(real + synthetic, a.splits) if s.source != "synthetic"}
+    few = real[:2] + synthetic  # one real pair cannot form two splits: every sample is split together, as before
+    b = assign_splits(few, 0.15, 0.15, seed=4)
+    assert {"val", "test"} <= {split for s, split in zip(few, b.splits) if s.source == "synthetic"}
+    mixed_off = assign_splits(real + synthetic, 0.15, 0.15, seed=4, synthetic_train_only=False)
+    assert "test" in {split for s, split in zip(real + synthetic, mixed_off.splits) if s.source == "synthetic"}

@@ -488,22 +488,30 @@ def open_redirect(g: Gen) -> Pair:
                 else ["from django.shortcuts import redirect"],
                 "HttpResponseRedirect": ["from django.http import HttpResponseRedirect"],
                 "RedirectResponse": ["from fastapi.responses import RedirectResponse"]}[sink]
-    dest = g.pick(["target", "location", "goto"])
-    vuln = [f"{dest} = {used}", f"return {sink}({dest})"]
+    dest = g.pick(["target", "location", "goto", "next_page", "url"])
+    value = g.pick([used, f"{used} or '/'", f'f"{{{used}}}?welcome=1"', f"{used}.strip()"])
+    extra = ", code=302" if sink == "redirect" and g.framework != "django" and g.chance(0.3) else ""
+    send = [f"return {sink}({{d}}{extra})"] if g.chance(0.6) else [
+        f"response = {sink}({{d}}{extra})", "response.set_cookie('seen', '1')", "return response"]
+
+    def out(d: str) -> list[str]:
+        return [line.format(d=d) for line in send]
+
+    vuln = [f"{dest} = {value}", *out(dest)]
     kind = g.pick(["django_check", "safe_helper", "prefix", "url_for"]) if g.framework != "django" else g.pick(
         ["django_check", "safe_helper", "prefix"])
     if kind == "django_check":
         imports += ["from django.utils.http import url_has_allowed_host_and_scheme"]
         hosts = "{request.get_host()}" if g.framework == "django" else "ALLOWED_HOSTS"
-        fix = [f"{dest} = {used}", f"if not url_has_allowed_host_and_scheme({dest}, allowed_hosts={hosts}):",
-               f"    {dest} = '/'", f"return {sink}({dest})"]
+        fix = [f"{dest} = {value}", f"if not url_has_allowed_host_and_scheme({dest}, allowed_hosts={hosts}):",
+               f"    {dest} = '/'", *out(dest)]
     elif kind == "safe_helper":
-        fix = [f"{dest} = {used}", f"if not is_safe_url({dest}):", f"    return {sink}('/')", f"return {sink}({dest})"]
+        fix = [f"{dest} = {value}", f"if not is_safe_url({dest}):", f"    return {sink}('/')", *out(dest)]
     elif kind == "prefix":
-        fix = [f"{dest} = {used}", f"if not {dest}.startswith('/') or {dest}.startswith('//'):",
-               f"    {dest} = '/'", f"return {sink}({dest})"]
+        fix = [f"{dest} = {value}", f"if not {dest}.startswith('/') or {dest}.startswith('//'):",
+               f"    {dest} = '/'", *out(dest)]
     else:
-        fix = [f"{dest} = {used}", f"return {sink}(url_for('dashboard'))"]
+        fix = [f"{dest} = {value}", *out("url_for('dashboard')")]
     return _assemble(g, "CWE-601", imports, params, src + g.filler() + massage, vuln, fix, [])
 
 
