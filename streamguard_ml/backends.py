@@ -42,7 +42,16 @@ def cli_args(hp: dict[str, str]) -> list[str]:
 
 def params_digest(hp: dict[str, str], dataset_hash: str, init_uri: str | None,
                   members: dict[str, str] | None = None) -> str:
-    body = {"hp": hp, "data": dataset_hash, "init": init_uri}
+    """What makes a trained model: hyperparameters, data, starting point, members and graph features.
+
+    The data's content hash covers the code and labels, not how graphs are built from them, so
+    the graph format and rule versions are part of it for the models that read graphs.
+    """
+    body: dict[str, Any] = {"hp": hp, "data": dataset_hash, "init": init_uri}
+    if hp.get("model-type") in ("gnn", "fusion"):
+        from .graphs import GRAPH_FORMAT_VERSION, taint_rules, vocabulary
+
+        body["graphs"] = [GRAPH_FORMAT_VERSION, taint_rules()["version"], vocabulary()["version"]]
     if members:
         body["members"] = members
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -169,6 +169,8 @@ class PipelineConfig:
     gnn_layers: int = 3
     gnn_heads: int = 4
     gnn_dropout: float = 0.2
+    #: Share of graph nodes whose identifier sub-tokens are hidden in each training step.
+    gnn_token_dropout: float = 0.0
     transformer_dropout: float = 0.1
     #: Early stopping: epochs without a better ``selection_metric`` before training stops,
     #: never before ``min_epochs``; the best epoch's weights are kept.
@@ -253,7 +255,7 @@ class PipelineConfig:
             "threshold-policy": self.threshold_policy, "max-fpr": self.max_fpr, "calibration": self.calibration}
         if model_type == "gnn":
             hp.update({"hidden": self.gnn_hidden, "layers": self.gnn_layers, "heads": self.gnn_heads,
-                       "dropout": self.gnn_dropout})
+                       "dropout": self.gnn_dropout, "token-dropout": self.gnn_token_dropout})
         elif model_type == "transformer":
             hp.update({"base-model": self.base_model, "max-length": self.max_length,
                        "window-stride": self.window_stride, "dropout": self.transformer_dropout})

@@ -75,10 +75,6 @@ class FusionModel:
     coef: np.ndarray
     intercept: float
 
-    def features_of(self, data: Any, batch_size: int = 32) -> np.ndarray:
-        """The raw feature matrix of a split, columns in ``self.features`` order."""
-        return feature_matrix(self.members, data, batch_size)
-
     def decision(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale) @ self.coef + self.intercept
 
@@ -86,15 +82,13 @@ class FusionModel:
         """Each feature's weight per raw unit (what a one-unit change adds to the log-odds)."""
         return {name: float(c / s) for name, c, s in zip(self.features, self.coef, self.scale)}
 
-    def eval(self) -> "FusionModel":  # the interface of a torch model, for the callers that call it
-        return self
-
 
 def feature_names(members: Sequence[str]) -> list[str]:
     return [*members, *TAINT_FEATURES]
 
 
 def feature_matrix(members: dict[str, Any], data: Any, batch_size: int = 32) -> np.ndarray:
+    """The detector's inputs for a split, in :func:`feature_names` order (members first, as given)."""
     columns = [_logit(members[name].score(data, batch_size).prob) for name in members]
     return np.column_stack([*columns, np.log1p(taint_evidence(data.graphs))])
 
@@ -129,7 +123,7 @@ class FusionKind:
         from .inference import Scores
         from .calibration import sigmoid
 
-        z = model.decision(model.features_of(data, batch_size))
+        z = model.decision(feature_matrix(model.members, data, batch_size))
         prob = sigmoid(z)
         return Scores(prob, None, z, prob.copy())
 
@@ -142,9 +136,9 @@ def train_fusion(args: argparse.Namespace) -> dict[str, Any]:
 
     from .dataset import load_split
     from .inference import LoadedModel
-    from .train import _model_dir, _require, decision_rule, model_directory, write_summary
+    from .train import decision_rule, model_directory, output_dir, require_dir, write_summary
 
-    val = load_split(_require(args.validation, "validation", "SM_CHANNEL_VALIDATION"))
+    val = load_split(require_dir(args.validation, "validation", "SM_CHANNEL_VALIDATION"))
     paths = {"gnn": args.gnn_model, "transformer": args.transformer_model}
     members = {name: LoadedModel(model_directory(paths[name], f"--{name}-model")) for name in MEMBERS if paths[name]}
     if not members:
@@ -160,7 +154,7 @@ def train_fusion(args: argparse.Namespace) -> dict[str, Any]:
     lr = LogisticRegression(C=REGULARISATION_C, max_iter=2000).fit((x - scaler.mean_) / scale, y)
     oof = out_of_fold_decision(x, y, _groups(val.records))
     decision = decision_rule(argparse.Namespace(**{**vars(args), "calibration": "none"}), y, oof)
-    model_dir = _model_dir(args)
+    model_dir = output_dir(args)
     names = feature_names(list(members))
     weights = {"features": names, "mean": scaler.mean_.tolist(), "scale": scale.tolist(),
                "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}

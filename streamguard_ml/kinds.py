@@ -81,7 +81,8 @@ class GNNKind(_Learner):
 
         hp = with_defaults(self.name, hp)
         cfg = GNNConfig(num_node_types=int(meta["vocabulary_size"]), hidden=int(hp["hidden"]),
-                        layers=int(hp["layers"]), heads=int(hp["heads"]), dropout=float(hp["dropout"]))
+                        layers=int(hp["layers"]), heads=int(hp["heads"]), dropout=float(hp["dropout"]),
+                        token_dropout=float(hp["token_dropout"]))
         return TaintFlowGNN(cfg)
 
     def _graphs(self, data: SplitData) -> list[Any]:

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=None, help="gnn GAT layers")
     p.add_argument("--heads", type=int, default=None, help="gnn attention heads")
     p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--token-dropout", type=float, default=None,
+                   help="gnn: share of nodes whose sub-tokens are hidden per training step")
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR"), help="SM_MODEL_DIR")
     p.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="SM_CHANNEL_TRAIN")
     p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"), help="SM_CHANNEL_VALIDATION")
@@ -122,7 +124,7 @@ def hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     paths = {"model_dir", "train", "validation", "init_model", "checkpoint_dir", "output_data_dir", "gnn_model",
              "transformer_model"}
     unused = set() if args.model_type == "transformer" else {"base_model", "max_length", "window_stride"}
-    unused |= set() if args.model_type == "gnn" else {"hidden", "layers", "heads"}
+    unused |= set() if args.model_type == "gnn" else {"hidden", "layers", "heads", "token_dropout"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in paths | unused}
 
 
@@ -134,7 +136,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _require(path: str | None, what: str, env: str) -> Path:
+def require_dir(path: str | None, what: str, env: str) -> Path:
+    """A channel directory that must exist (SageMaker mounts each channel as one)."""
     if not path:
         raise SystemExit(f"no {what} directory: pass --{what} or set {env}")
     if not Path(path).is_dir():
@@ -290,9 +293,9 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
         return train_fusion(args)
     seed_everything(args.seed)
     dist = setup()
-    train_dir = _require(args.train, "train", "SM_CHANNEL_TRAIN")
-    val_dir = _require(args.validation, "validation", "SM_CHANNEL_VALIDATION")
-    model_dir = _model_dir(args)
+    train_dir = require_dir(args.train, "train", "SM_CHANNEL_TRAIN")
+    val_dir = require_dir(args.validation, "validation", "SM_CHANNEL_VALIDATION")
+    model_dir = output_dir(args)
     train, val = load_split(train_dir), load_split(val_dir)
     kind = kind_for(args.model_type, **({"max_length": args.max_length, "stride": args.window_stride}
                                         if args.model_type == "transformer" else {}))
@@ -322,7 +325,8 @@ def train_model(args: argparse.Namespace) -> dict[str, Any]:
     return write_summary(model_dir, args, hp, history, decision, train, val)
 
 
-def _model_dir(args: argparse.Namespace) -> Path:
+def output_dir(args: argparse.Namespace) -> Path:
+    """``SM_MODEL_DIR`` (created): where the trained model is written."""
     if not args.model_dir:
         raise SystemExit("no model directory: pass --model-dir or set SM_MODEL_DIR")
     model_dir = Path(args.model_dir)

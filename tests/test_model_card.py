@@ -95,3 +95,26 @@ def test_card_without_evaluation_says_what_is_missing(store, tmp_path):
     uris = write_model_card(store, "cards/x", mv)
     assert set(uris) == {"json", "markdown"}
     assert "curves are missing" in store.read_bytes("cards/x/model_card.md").decode()
+
+
+def test_card_shows_the_operating_point_calibration_and_where_the_test_data_came_from(store, evaluated_run):
+    from streamguard_ml.evaluate import split_provenance
+
+    metrics = {**evaluated_run, "threshold": 0.62, "at_0.5": {k: evaluated_run[k] for k in ("f1", "fpr", "accuracy")},
+               "calibration": {"method": "temperature", "brier_before": 0.21, "brier_after": 0.17,
+                               "ece_before": 0.12, "ece_after": 0.04, "bins": 10},
+               "test_data": split_provenance(pd.DataFrame({"source": ["synthetic"] * 120}))}
+    reg = Registry(store)
+    mv = reg.register("taint-flow-gnn", store.uri("runs/r1/models/gnn/model.tar.gz"), metrics,
+                      lineage={"run": "r1", "sources": ["synthetic:1200"]})
+    mv.operating_point = {"threshold": 0.62, "policy": "max_fpr", "max_fpr": 0.05,
+                          "validation": {"n": 84, "recall": 0.6, "precision": 0.9, "fpr": 0.048, "f1": 0.72}}
+    uris = write_model_card(store, "cards/op", mv, **run_inputs(store, "r1", "gnn"))
+    md = store.read_bytes("cards/op/model_card.md").decode()
+    for needle in ("## Operating point", "Threshold **0.620**", "`max_fpr`", "within 0.05", "On validation (84",
+                   "at threshold 0.620", "| at 0.5 |", "## Calibration (`temperature`", "| test | 0.210 | 0.170 |",
+                   "do NOT measure quality on real code", "![Reliability diagram](reliability.png)"):
+        assert needle in md, needle
+    card = json.loads(store.read_bytes("cards/op/model_card.json"))
+    assert card["operating_point"]["threshold"] == 0.62 and "reliability" in uris
+    assert not any("not chosen on validation" in limit for limit in card["known_limits"])

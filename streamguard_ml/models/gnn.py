@@ -36,6 +36,9 @@ class GNNConfig:
     num_edge_types: int = 2 * len(EDGE_TYPES)  # forward + reversed
     subtoken_buckets: int = SUBTOKEN_BUCKETS
     num_marks: int = len(MARKS)  # models saved before the taint marks read 3 bits
+    #: Share of nodes whose identifier/literal sub-tokens are hidden while training: the model must
+    #: also judge from structure and taint marks, which carry over to APIs it never saw.
+    token_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +65,9 @@ class TaintFlowGNN(nn.Module):
         """Node input embeddings [num_nodes, hidden] (the input IG attributes to)."""
         bits = torch.stack([(node_marks.long() >> i) & 1 for i in range(self.cfg.num_marks)], dim=-1).float()
         tokens = self.token_emb(node_tokens.long().clamp(min=0))
+        if self.training and self.cfg.token_dropout > 0:
+            keep = torch.rand(tokens.shape[0], 1, device=tokens.device) >= self.cfg.token_dropout
+            tokens = tokens * keep
         return self.type_emb(node_type.long()) + tokens + self.mark_proj(bits)
 
     @staticmethod
