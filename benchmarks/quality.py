@@ -19,7 +19,8 @@ Scored on the same test functions beside the learned models: the taint rules alo
 version's operating point, pair-wise accuracy (vulnerable flagged and its fix not)
 and pair ranking (vulnerable scored above its own fix), pooled over the folds and
 per class.  ``--ablation`` repeats the cross-validation for ``--ablation-models``
-without pair-aware training (no pair batches, no ranking term).  The last line is::
+without pair-aware training (no pair batches, no ranking term) and with the ranking
+term at ``--ablation-pair-weight``.  The last line is::
 
     RESULT detector=... auc=... f1=... fpr=... pairwise=... loco_auc=...
 
@@ -59,7 +60,9 @@ def parse_args() -> argparse.Namespace:
                    help="learned detectors to run (fusion needs at least one of gnn / transformer)")
     p.add_argument("--no-loco", action="store_true", help="skip leave-one-class-out")
     p.add_argument("--no-bandit", action="store_true")
-    p.add_argument("--ablation", action="store_true", help="also run CV without pair-aware training")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run CV without pair-aware training and with the ranking term")
+    p.add_argument("--ablation-pair-weight", type=float, default=0.5, help="ranking-term weight of the ablation")
     p.add_argument("--ablation-models", default="gnn", help="models of the ablation (fusion is refitted)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a PipelineConfig field for every run, e.g. --set gnn_epochs=20")
@@ -121,8 +124,8 @@ def rule_predictions(test: Any, bandit: bool) -> dict[str, Any]:
     return out
 
 
-def run_bandit(codes: Sequence[str]) -> np.ndarray:
-    """bandit's findings per function, as the sum of their severities (0: no finding)."""
+def bandit_findings(codes: Sequence[str]) -> list[list[tuple[int, str, str]]]:
+    """bandit's findings per function: (line, test id, severity).  Also used by benchmarks/gnn.py."""
     with tempfile.TemporaryDirectory() as tmp:
         for i, code in enumerate(codes):
             Path(tmp, f"f{i:05d}.py").write_text(code)
@@ -132,10 +135,15 @@ def run_bandit(codes: Sequence[str]) -> np.ndarray:
             raise SystemExit(f"bandit is not installed or failed ({done.stderr.strip()[:300]}): "
                              "pip install -e '.[bench]' (or pass --no-bandit)")
         report = json.loads(done.stdout)
-    score = np.zeros(len(codes))
+    found: list[list[tuple[int, str, str]]] = [[] for _ in codes]
     for r in report["results"]:
-        score[int(Path(r["filename"]).stem[1:])] += SEVERITY.get(r["issue_severity"], 1.0)
-    return score
+        found[int(Path(r["filename"]).stem[1:])].append((int(r["line_number"]), r["test_id"], r["issue_severity"]))
+    return found
+
+
+def run_bandit(codes: Sequence[str]) -> np.ndarray:
+    """bandit's findings per function, as the sum of their severities (0: no finding)."""
+    return np.array([sum(SEVERITY.get(sev, 1.0) for _, _, sev in f) for f in bandit_findings(codes)])
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -261,23 +269,36 @@ def main() -> None:
           f"pairwise={m['pairwise_accuracy']:.3f} loco_auc={loco_auc:.3f}")
 
 
-def run_ablation(store: Any, cfg: Any, args: argparse.Namespace, with_pairs: dict[str, Any]) -> dict[str, Any]:
-    """Cross-validation without pair-aware training (neither pair batches nor the ranking term)."""
+def run_ablation(store: Any, cfg: Any, args: argparse.Namespace, default: dict[str, Any]) -> dict[str, Any]:
+    """Cross-validation without pair-aware training, and with the ranking term at ``--ablation-pair-weight``."""
+    models = [m.strip() for m in args.ablation_models.split(",") if m.strip()]
+    weight = args.ablation_pair_weight
+    variants = {
+        "no pairs": dataclasses.replace(cfg, pair_batches=False, pair_loss_weight=0.0),
+        f"pairs + ranking {weight:g}": dataclasses.replace(cfg, pair_batches=True, pair_loss_weight=weight),
+    }
+    label = f"pairs + ranking {cfg.pair_loss_weight:g}" if cfg.pair_batches else "no pairs"
+    rows = {f"{n} ({label}, default)": default[n] for n in models}
+    out: dict[str, Any] = {"default": {n: default[n] for n in models}}
+    for name, variant in variants.items():
+        measured = cross_validate_variant(store, variant, args, models, name)
+        rows.update({f"{n} ({name})": m for n, m in measured.items()})
+        out[name] = measured
+    print_table("ablation: pair-aware training (CV, pooled)", rows)
+    return out
+
+
+def cross_validate_variant(store: Any, cfg: Any, args: argparse.Namespace, models: list[str], name: str) -> dict[str, Any]:
     import pandas as pd
 
-    models = [m.strip() for m in args.ablation_models.split(",") if m.strip()]
-    plain = dataclasses.replace(cfg, pair_batches=False, pair_loss_weight=0.0)
     frames: dict[str, list] = {}
+    tag = name.replace(" ", "-").replace("+", "").replace(".", "")
     for k in range(args.folds):
-        fold_cfg = dataclasses.replace(plain, test_fraction=1 / args.folds, test_fold=k).validate()
-        result = run(store, f"cv-{k}-no-pairs", fold_cfg, models)
-        for name in models:
-            frames.setdefault(name, []).append(result[name])
-    without = {name: summarise(pd.concat(f, ignore_index=True)) for name, f in frames.items()}
-    rows = {**{f"{n} (pairs)": with_pairs[n] for n in without}, **{f"{n} (no pairs)": m for n, m in without.items()}}
-    print_table("ablation: pair-aware training (CV, pooled)", rows)
-    return {"with_pairs": {n: with_pairs[n] for n in without}, "without_pairs": without}
-
+        fold_cfg = dataclasses.replace(cfg, test_fraction=1 / args.folds, test_fold=k).validate()
+        result = run(store, f"cv-{k}-{tag}", fold_cfg, models)
+        for m in models:
+            frames.setdefault(m, []).append(result[m])
+    return {m: summarise(pd.concat(f, ignore_index=True)) for m, f in frames.items()}
 
 if __name__ == "__main__":
     main()

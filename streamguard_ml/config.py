@@ -160,7 +160,7 @@ class PipelineConfig:
     sources: tuple[str, ...] = ("synthetic:1200",)
     training_backend: str = "local"
     base_model: str = EMBEDDED_BASE_MODEL
-    gnn_epochs: int = 12
+    gnn_epochs: int = 25
     transformer_epochs: int = 2
     batch_size: int = 16
     learning_rate_gnn: float = 2e-3
@@ -174,8 +174,8 @@ class PipelineConfig:
     transformer_dropout: float = 0.1
     #: Early stopping: epochs without a better ``selection_metric`` before training stops,
     #: never before ``min_epochs``; the best epoch's weights are kept.
-    patience: int = 3
-    min_epochs: int = 1
+    patience: int = 5
+    min_epochs: int = 5
     selection_metric: str = "auc"
     #: Pair-aware training: a vulnerable function and its fix share a batch, and the margin
     #: ranking term (vulnerable scored above its own fix) joins the loss with this weight.

@@ -233,6 +233,11 @@ def known_limits(card: dict[str, Any]) -> list[str]:
     if card["model_type"] == "transformer":
         limits.append("Long functions are scored over overlapping token windows; context across windows is "
                       "only combined at the pooling step.")
+    if card["model_type"] == "fusion":
+        n = (card["training"].get("validation") or {}).get("n") or card["training"].get("val_samples")
+        limits.append(f"The fusion detector's weights were fitted on the {n} validation functions and its threshold "
+                      "chosen on their out-of-fold scores: it inherits what its members miss, and the taint "
+                      "evidence only knows the APIs in data/taint_rules.json.")
     if not card["figures"].get("roc"):
         limits.append("No evaluation predictions were available (registered by hand?): curves are missing.")
     return limits
