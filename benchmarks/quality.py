@@ -277,7 +277,8 @@ def run_ablation(store: Any, cfg: Any, args: argparse.Namespace, default: dict[s
         "no pairs": dataclasses.replace(cfg, pair_batches=False, pair_loss_weight=0.0),
         f"pairs + ranking {weight:g}": dataclasses.replace(cfg, pair_batches=True, pair_loss_weight=weight),
     }
-    label = f"pairs + ranking {cfg.pair_loss_weight:g}" if cfg.pair_batches else "no pairs"
+    label = ("no pairs" if not cfg.pair_batches else
+             f"pairs + ranking {cfg.pair_loss_weight:g}" if cfg.pair_loss_weight else "pair batches")
     rows = {f"{n} ({label}, default)": default[n] for n in models}
     out: dict[str, Any] = {"default": {n: default[n] for n in models}}
     for name, variant in variants.items():
