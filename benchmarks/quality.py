@@ -282,6 +282,8 @@ def run_ablation(store: Any, cfg: Any, args: argparse.Namespace, default: dict[s
     rows = {f"{n} ({label}, default)": default[n] for n in models}
     out: dict[str, Any] = {"default": {n: default[n] for n in models}}
     for name, variant in variants.items():
+        if variant == cfg:  # the default already is this variant: its CV is the one measured above
+            continue
         measured = cross_validate_variant(store, variant, args, models, name)
         rows.update({f"{n} ({name})": m for n, m in measured.items()})
         out[name] = measured
@@ -300,6 +302,7 @@ def cross_validate_variant(store: Any, cfg: Any, args: argparse.Namespace, model
         for m in models:
             frames.setdefault(m, []).append(result[m])
     return {m: summarise(pd.concat(f, ignore_index=True)) for m, f in frames.items()}
+
 
 if __name__ == "__main__":
     main()

@@ -234,8 +234,9 @@ def known_limits(card: dict[str, Any]) -> list[str]:
         limits.append("Long functions are scored over overlapping token windows; context across windows is "
                       "only combined at the pooling step.")
     if card["model_type"] == "fusion":
-        n = (card["training"].get("validation") or {}).get("n") or card["training"].get("val_samples")
-        limits.append(f"The fusion detector's weights were fitted on the {n} validation functions and its threshold "
+        n = card["training"].get("val_samples")
+        fitted_on = f"the {n} validation functions" if n else "the validation functions"
+        limits.append(f"The fusion detector's weights were fitted on {fitted_on} and its threshold "
                       "chosen on their out-of-fold scores: it inherits what its members miss, and the taint "
                       "evidence only knows the APIs in data/taint_rules.json.")
     if not card["figures"].get("roc"):
