@@ -63,36 +63,74 @@ def parse_ts(value: str) -> datetime:
 
 
 def validate(obj: dict[str, Any]) -> Feedback:
-    """One record → :class:`Feedback`, or ValueError naming the field and the fix."""
+    """One record → :class:`Feedback`, or ValueError naming the field and the fix.
+
+    Types are checked, not coerced: a null id must not become the string "None" (three
+    such verdicts would count as one in drift) and ``version: 1.9`` must not become 1.
+    """
     missing = [k for k in ("id", "model", "version", "score", "predicted", "verdict", "ts") if k not in obj]
     if missing:
         raise ValueError(f"missing {missing}")
-    if not obj.get("code") and not obj.get("code_hash"):
+    code, code_hash = _optional_text(obj, "code"), _optional_text(obj, "code_hash")
+    if not code and not code_hash:
         raise ValueError("needs 'code' (preferred: it becomes training data) or 'code_hash'")
     verdict = ALIASES.get(str(obj["verdict"]).lower(), str(obj["verdict"]).lower())
-    if verdict not in VERDICTS:
+    if not isinstance(obj["verdict"], str) or verdict not in VERDICTS:
         raise ValueError(f"verdict {obj['verdict']!r}: use one of {sorted(VERDICTS)} (or tp/fp/fn/tn)")
-    pred = int(obj["predicted"]) if isinstance(obj["predicted"], bool) else obj["predicted"]
-    if pred not in (0, 1, "0", "1"):
-        raise ValueError(f"predicted {obj['predicted']!r}: use 1 (flagged) or 0 (not flagged)")
+    pred = obj["predicted"]
+    if pred not in (0, 1, "0", "1") or isinstance(pred, float):
+        raise ValueError(f"predicted {pred!r}: use 1 (flagged) or 0 (not flagged)")
     predicted = int(pred)
     if predicted != VERDICTS[verdict][0]:
         raise ValueError(f"verdict {verdict} contradicts predicted={predicted}")
-    score = float(obj["score"])
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"score {score} is not a probability in [0, 1]")
+    score = obj["score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+        raise ValueError(f"score {score!r} is not a probability in [0, 1]")
+    if not isinstance(obj["ts"], str):
+        raise ValueError(f"ts {obj['ts']!r} is not an ISO-8601 time string, e.g. 2026-11-23T10:00:00Z")
     try:
         ts = parse_ts(obj["ts"]).isoformat()
     except ValueError:
         raise ValueError(f"ts {obj['ts']!r} is not an ISO-8601 time, e.g. 2026-11-23T10:00:00Z") from None
-    code = obj.get("code")
-    code_hash = obj.get("code_hash") or (hashlib.sha256(code.encode()).hexdigest() if code else None)
-    return Feedback(str(obj["id"]), str(obj["model"]), int(obj["version"]), score, predicted, verdict, ts,
-                    code, code_hash)
+    code_hash = code_hash or (hashlib.sha256(code.encode("utf-8")).hexdigest() if code else None)
+    return Feedback(_identifier(obj, "id"), _identifier(obj, "model"), _version(obj["version"]), float(score),
+                    predicted, verdict, ts, code, code_hash)
+
+
+def _identifier(obj: dict[str, Any], field: str) -> str:
+    """A non-empty string or an integer id, as text; null, booleans and floats are refused."""
+    value = obj[field]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise ValueError(f"{field} {value!r}: give a non-empty string (or an integer id)")
+    return str(value)
+
+
+def _version(value: Any) -> int:
+    """A registry version: a positive integer (or its decimal string), never a rounded float."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"version {value!r}: give the registry version as a positive integer, e.g. 3")
+    return value
+
+
+def _optional_text(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string (got {type(value).__name__})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} holds a lone surrogate: send valid UTF-8 text") from None
+    return value or None
 
 
 def parse_file(data: bytes, source: str) -> tuple[list[Feedback], list[Rejected]]:
     good, bad = [], []
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM (spreadsheet exports) is not part of line 1
+        data = data[3:]
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -33,6 +34,28 @@ def test_validation_names_the_problem():
     for needle, rec in cases.items():
         with pytest.raises(ValueError, match=needle):
             fb.validate(rec)
+
+
+def test_validation_checks_types_instead_of_coercing_them(store):
+    """Issue 17 item 7: these crashed (code 5) or were silently changed (null id, version 1.9)."""
+    cases = {"code must be a string": record(1, code=5),
+             "id None": record(2, id=None), "model None": {**record(3), "model": None},
+             "id ' '": record(4, id=" "), "id True": record(5, id=True),
+             "version 1.9": record(6, version=1.9), "version True": record(7, version=True),
+             "version 0": record(8, version=0), "score '0.9'": record(9, score="0.9"),
+             "score True": record(10, score=True), "predicted 1.0": record(11, predicted=1.0),
+             "ts 5": {**record(12), "ts": 5}, "verdict 1": record(13, verdict=1),
+             "lone surrogate": record(14, code="def f():\n    return '\ud800'\n")}
+    for needle, rec in cases.items():
+        with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+            fb.validate(rec)
+    assert fb.validate(record(15, version="3")).version == 3 and fb.validate(record(16, id=7)).id == "7"
+    data = "".join(json.dumps(r) + "\n" for r in [record(20), record(21, code=5), record(22, id=None),
+                                                   record(23, id=None), record(24, version=1.9)]).encode()
+    result = fb.add_file(store, b"\xef\xbb\xbf" + data, "typed.jsonl", skip_invalid=True)
+    assert (result["accepted"], result["rejected"]) == (1, 4)
+    rejected = [json.loads(line) for line in Path(result["rejected_file"].removeprefix("file://")).read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [2, 3, 4, 5] and all(r["detail"] for r in rejected)
 
 
 def test_add_is_partitioned_idempotent_and_all_or_nothing(store):
