@@ -161,15 +161,40 @@ def sagemaker_environment(root: Path, hp: dict[str, str], data_channels: list[st
 
 
 def _run_streaming(cmd: list[str], env: dict[str, str]) -> None:
+    """Run the entrypoint, streaming its log; the child never outlives this process.
+
+    On SIGKILL the child notices its parent is gone (``train.exit_with_parent``); on
+    anything this process can see (SIGTERM from Airflow, a timeout, Ctrl-C) the
+    ``finally`` stops it before the exception goes on.
+    """
+    from .train import PARENT_PID_ENV
+
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(cmd, env={**env, PARENT_PID_ENV: str(os.getpid())}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if "Loading weights" in line:
-            continue
-        log.info("[train] %s", line)
-        tail = (tail + [line])[-20:]
-    if proc.wait() != 0:
-        raise RuntimeError(f"training failed with exit code {proc.returncode}; last lines:\n" + "\n".join(tail))
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if "Loading weights" in line:
+                continue
+            log.info("[train] %s", line)
+            tail = (tail + [line])[-20:]
+        returncode = proc.wait()
+    finally:
+        _stop(proc)
+    if returncode != 0:
+        raise RuntimeError(f"training failed with exit code {returncode}; last lines:\n" + "\n".join(tail))
+
+
+def _stop(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    log.warning("stopping the training subprocess (pid %d)", proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

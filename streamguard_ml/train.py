@@ -507,9 +507,39 @@ class _null:
         return None
 
 
+#: Set by the local backend: the process this training belongs to (an Airflow task, the CLI).
+PARENT_PID_ENV = "STREAMGUARD_PARENT_PID"
+
+
+def exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """Stop training within ``poll_seconds`` once the process that started it is gone.
+
+    A task killed with SIGKILL cannot stop its children, and an orphaned training would
+    go on writing checkpoints into the store beside the retry's.  The local backend
+    names its pid in :data:`PARENT_PID_ENV`; on SageMaker the variable is unset and
+    nothing is watched.  Polling ``os.getppid`` works on Linux and macOS alike.  The
+    variable is removed so that processes this one starts (torchrun workers) do not
+    watch a pid that is not their parent.
+    """
+    import threading
+
+    expected = os.environ.pop(PARENT_PID_ENV, None)
+    if not expected or not expected.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(poll_seconds)
+        log.error("the process that started this training (pid %s) is gone: stopping", expected)
+        os._exit(1)  # no cleanup: a checkpoint is only ever visible once complete
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
+    exit_with_parent()
     from .distributed import launch
 
     launched = launch(list(sys.argv[1:] if argv is None else argv))  # several GPUs / hosts: DDP
