@@ -125,6 +125,25 @@ def test_bad_requests_and_signed_out_users(client, api):
         assert anonymous.get("/streamguard/registry/").status_code == 403
 
 
+def test_docs_need_login_and_readers_need_the_dag_permission(api):
+    """Issue 17 item 10: FastAPI's docs bypassed the login; any role could read the registry."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    with TestClient(api[0]) as anonymous:
+        for path in ("/streamguard/docs", "/streamguard/redoc", "/streamguard/openapi.json"):
+            assert anonymous.get(path).status_code in (401, 404), path
+    no_role = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="nobody", role=None))
+    viewer = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="vera", role="VIEWER"))
+    with TestClient(api[0]) as c:
+        c.cookies.set("_token", no_role)
+        denied = c.get("/streamguard/registry/api/versions")
+        assert denied.status_code == 403 and "streamguard_training" in denied.json()["detail"]
+        c.cookies.set("_token", viewer)
+        assert c.get("/streamguard/registry/api/versions").status_code == 200
+
+
 # -- headless Chromium over real HTTP --------------------------------------------------
 @pytest.fixture(scope="module")
 def chromium() -> str:

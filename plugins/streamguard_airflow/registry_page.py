@@ -5,7 +5,12 @@ promotion decision), the champion, and each version's model card with its
 figures.  It reads the registry through ``streamguard_ml.registry`` — the same
 code the CLI uses — from the store named by ``STREAMGUARD_STORE``, else the
 Airflow Variable ``streamguard_store``, else the default.  Every route needs a
-signed-in Airflow user (the UI's ``_token`` cookie, or a bearer token).
+signed-in Airflow user (the UI's ``_token`` cookie, or a bearer token) whom
+Airflow's auth manager lets read the runs of the training DAG: the registry is
+what those runs produced.  The page only reads; an action added to it must ask for
+``PUT`` on those runs (what editing a DAG run needs) through :func:`authorize`.
+FastAPI's own ``/docs``, ``/redoc`` and ``/openapi.json`` are switched off: they
+would be served outside the dependency that checks the user.
 Importing this module is cheap: no torch, and Airflow's API internals are
 imported only when a request arrives.
 """
@@ -110,14 +115,32 @@ def _render(name: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(style=_STYLE, fmt=_fmt, headline=HEADLINE, **context))
 
 
+#: The DAG whose runs write the registry: its permissions are the registry's.
+TRAINING_DAG_ID = "streamguard_training"
+
+
 async def require_user(request: Request) -> Any:
-    """The signed-in Airflow user (UI cookie or bearer token), else 401/403 as the API gives."""
+    """The signed-in Airflow user allowed to read the training DAG's runs, else 401/403."""
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from airflow.api_fastapi.core_api.security import resolve_user_from_token
 
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
-    return await resolve_user_from_token(token)
+    user = await resolve_user_from_token(token)
+    authorize(user, "GET")
+    return user
+
+
+def authorize(user: Any, method: str) -> None:
+    """403 unless the auth manager allows ``method`` on the training DAG's runs for ``user``."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    allowed = get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
+                                                   details=DagDetails(id=TRAINING_DAG_ID), user=user)
+    if not allowed:
+        raise HTTPException(status_code=403, detail=f"{method} on the runs of {TRAINING_DAG_ID} is not allowed "
+                                                    "for this user: ask an Airflow admin for that permission")
 
 
 def store_root() -> str | None:
@@ -147,7 +170,8 @@ def _version(registry: Any, model: str, version: int) -> Any:
 
 def create_app() -> FastAPI:
     """The page's routes; the plugin mounts this app under ``/streamguard``."""
-    app = FastAPI(title="StreamGuard model registry", dependencies=[Depends(require_user)])
+    app = FastAPI(title="StreamGuard model registry", dependencies=[Depends(require_user)],
+                  docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/registry/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
