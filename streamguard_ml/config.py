@@ -53,6 +53,37 @@ def default_store() -> str:
     return os.environ.get("STREAMGUARD_STORE") or str(Path.home() / ".streamguard")
 
 
+#: Deployment setting (environment, never a run Param: whoever triggers a run must not lift it):
+#: comma-separated stores a run's ``store`` Param may name, each a directory or ``s3://bucket/prefix``
+#: that the named store must equal or lie under.  Unset: any store (the laptop default).
+ALLOWED_STORES_ENV = "STREAMGUARD_ALLOWED_STORES"
+
+
+def check_store_allowed(root: str, allowed: str | None = None) -> str:
+    """``root`` if the deployment lets a run use it, else ValueError naming the setting.
+
+    Directories are compared after resolving ``..`` and symlinks, so ``/srv/store/../etc``
+    is not "under" ``/srv/store``.
+    """
+    allowed = os.environ.get(ALLOWED_STORES_ENV) if allowed is None else allowed
+    roots = [r.strip() for r in (allowed or "").split(",") if r.strip()]
+    if not roots or any(_under(root, r) for r in roots):
+        return root
+    raise ValueError(f"store {root!r} is not one this deployment allows ({ALLOWED_STORES_ENV}={allowed!r}): "
+                     "leave the store Param empty to use the deployment's store, or ask its operator "
+                     "to add the store to the setting")
+
+
+def _under(path: str, root: str) -> bool:
+    if path.startswith("s3://") or root.startswith("s3://"):
+        path_parts = [p for p in path.removeprefix("s3://").split("/") if p]
+        root_parts = [p for p in root.removeprefix("s3://").split("/") if p]
+        return (path.startswith("s3://") and root.startswith("s3://") and ".." not in path_parts
+                and path_parts[: len(root_parts)] == root_parts)
+    resolved, base = Path(path.removeprefix("file://")).resolve(), Path(root.removeprefix("file://")).resolve()
+    return resolved == base or base in resolved.parents
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """When the retraining monitor retrains (drift.py judges; the monitor DAG's Params and the CLI default to these)."""

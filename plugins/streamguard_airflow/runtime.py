@@ -2,8 +2,9 @@
 
 The configuration of a DAG run is its Params (which ``dag_run.conf`` overrides)
 mapped onto :class:`streamguard_ml.config.PipelineConfig`, with ``smoke``
-applied; the store is the ``store`` Param, else ``STREAMGUARD_STORE``, else the
-Airflow Variable ``streamguard_store``, else the embedded default.
+applied; the store is the ``store`` Param (if ``STREAMGUARD_ALLOWED_STORES`` allows
+it), else ``STREAMGUARD_STORE``, else the Airflow Variable ``streamguard_store``,
+else the embedded default.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ def config(context: dict[str, Any]) -> Any:
 
 
 def store(context: dict[str, Any]) -> Any:
+    """The run's store; a ``store`` Param must be one the deployment allows (``STREAMGUARD_ALLOWED_STORES``)."""
+    from streamguard_ml.config import check_store_allowed
     from streamguard_ml.store import open_store
 
-    root = (context.get("params") or {}).get("store") or os.environ.get("STREAMGUARD_STORE")
+    named = (context.get("params") or {}).get("store")
+    root = check_store_allowed(named) if named else os.environ.get("STREAMGUARD_STORE")
     if not root:
         from airflow.sdk import Variable
 
