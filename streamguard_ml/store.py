@@ -6,6 +6,13 @@ Tasks hand each other URIs, never data.  Writes are atomic (temp file + rename
 locally; single PUT on S3) so a retried task never leaves half a file behind,
 and the two conditional-write primitives (:meth:`Store.put_if_absent`,
 :meth:`Store.replace_if`) are what the registry builds its concurrency safety on.
+
+A local write killed before its rename (``kill -9``, a lost machine) leaves its
+temporary file, a hidden ``.<name>.<owner>.<random>.part`` next to the target
+that no listing shows.  ``<owner>`` (:func:`process_owner`) names the writing
+process -- host, a machine id, pid and start time -- so
+:meth:`Store.sweep_partial_writes` can tell a dead writer's leftovers from a live
+one's work in progress.  On S3 an interrupted PUT leaves nothing.
 """
 
 from __future__ import annotations
@@ -15,16 +22,94 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
 
+log = logging.getLogger(__name__)
+
+#: Suffix of a local write's temporary file (see the module docstring).
+PARTIAL_SUFFIX = ".part"
+#: A temporary file whose writer cannot be checked (another machine's, or one written before
+#: owners were recorded) is removed by a sweep once it is this old; no write takes this long.
+PARTIAL_MAX_AGE_S: float = 6 * 3600.0
+_OWNER = re.compile(r"(?P<host>[A-Za-z0-9-]{0,24})_(?P<node>[0-9a-f]{12})_(?P<pid>[0-9]+)_(?P<start>[0-9]+)")
+_PARTIAL = re.compile(r"\..+\.(?P<owner>[A-Za-z0-9_-]+)\.[a-z0-9_]+" + re.escape(PARTIAL_SUFFIX))
+_LEGACY_PARTIAL = re.compile(r"\..+\.[a-z0-9_]{8}")  # tempfile.mkstemp's names before owners were recorded
+
+
 class StoreError(RuntimeError):
     """A store operation failed; the message names the URI involved."""
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` fields after the command name (state first), or None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rsplit(")", 1)[1].split()
+
+
+@functools.lru_cache(maxsize=1)
+def _node_id() -> str:
+    """This boot of this machine *and* pid namespace (12 hex digits): pids mean something only within one."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+_owner_cache: dict[int, str] = {}
+
+
+def process_owner() -> str:
+    """``<host>_<node>_<pid>_<start>``: who writes a temporary file or claims a ledger slot.
+
+    The start time (clock ticks since boot, 0 where ``/proc`` is missing) tells a reused
+    pid from the original process; cached per pid, so a forked child gets its own.
+    """
+    pid = os.getpid()
+    if pid not in _owner_cache:
+        host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24]
+        stat = _proc_stat(pid)
+        start = stat[19] if stat and len(stat) > 19 else "0"
+        _owner_cache[pid] = f"{host}_{_node_id()}_{pid}_{start}"
+    return _owner_cache[pid]
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process named by :func:`process_owner` still runs: None when that cannot be told here.
+
+    Only a process of this machine and pid namespace can be checked; a zombie (killed, not
+    yet reaped) and a pid reused by another process count as gone.
+    """
+    match = _OWNER.fullmatch(owner)
+    if match is None or match["node"] != _node_id():
+        return None
+    pid, start = int(match["pid"]), match["start"]
+    stat = _proc_stat(pid)
+    if stat is not None:
+        return stat[0] not in ("Z", "X") and (start == "0" or (len(stat) > 19 and stat[19] == start))
+    if Path("/proc/self/stat").exists():
+        return False
+    try:  # no /proc (macOS): signal 0 asks whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def safe_key(key: str) -> str:
@@ -70,6 +155,13 @@ class Store(ABC):
     @abstractmethod
     def replace_if(self, key: str, data: bytes, token: str | None) -> bool:
         """Write only if the key still has version ``token`` (None: still absent)."""
+
+    def sweep_partial_writes(self, prefix: str) -> list[str]:
+        """Remove what writes killed part-way left under ``prefix``; returns the keys removed.
+
+        Nothing to do by default: on S3 a PUT is all or nothing.
+        """
+        return []
 
     # -- files ---------------------------------------------------------------
     def upload_file(self, path: str | Path, key: str) -> str:
@@ -172,20 +264,63 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise StoreError(f"{self.uri(key)} does not exist") from None
 
+    @contextlib.contextmanager
+    def _partial(self, path: Path) -> Iterator[tuple[int, str]]:
+        """A temporary file next to ``path`` named after this process; removed if the block fails."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{process_owner()}.",
+                                   suffix=PARTIAL_SUFFIX)
+        try:
+            yield fd, tmp
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._p(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        with self._partial(path) as (fd, tmp):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
 
     def upload_file(self, path: str | Path, key: str) -> str:
         target = self._p(key)
         if Path(path).resolve() != target:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            with self._partial(target) as (fd, tmp):
+                os.close(fd)
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, target)
         return str(target)
+
+    def sweep_partial_writes(self, prefix: str) -> list[str]:
+        """Remove temporary files under ``prefix`` whose writer is gone (see the module docstring).
+
+        A file of a live process of this machine is kept; one whose writer cannot be checked
+        (another machine's, or an older naming) is removed once :data:`PARTIAL_MAX_AGE_S` old.
+        """
+        base = self._p(prefix)
+        removed = []
+        for path in sorted(base.rglob(".*")) if base.is_dir() else []:
+            if path.is_file() and self._abandoned(path):
+                with contextlib.suppress(FileNotFoundError):
+                    size = path.stat().st_size
+                    path.unlink()
+                    removed.append(path.relative_to(self.path).as_posix())
+                    log.warning("removed %s (%d bytes), left by a write that was killed part-way", path, size)
+        return removed
+
+    @staticmethod
+    def _abandoned(path: Path) -> bool:
+        match = _PARTIAL.fullmatch(path.name)
+        if match is None and not _LEGACY_PARTIAL.fullmatch(path.name):
+            return False
+        alive = owner_alive(match["owner"]) if match else None
+        if alive is not None:
+            return not alive
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - path.stat().st_mtime > PARTIAL_MAX_AGE_S
+        return False
 
     def copy_key(self, source: str, target: str) -> None:
         self.upload_file(self._p(source), target)
@@ -225,17 +360,16 @@ class LocalStore(Store):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._p(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            os.link(tmp, path)  # atomic and fails if the target exists
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
+        with self._partial(path) as (fd, tmp):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(tmp, path)  # atomic and fails if the target exists
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         if not self.exists(key):
@@ -288,7 +422,13 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self._k(key)}"
 
     def _error(self, exc: Exception, key: str) -> StoreError:
-        return StoreError(f"{self.uri(key)}: {exc}")
+        """One line naming what failed; a missing bucket says which one and how to fix it."""
+        if _error_code(exc) == "NoSuchBucket":
+            return StoreError(f"S3 bucket {self.bucket!r} does not exist (store {self.root}): create it "
+                              f"(aws s3 mb s3://{self.bucket}) or point --store / STREAMGUARD_STORE at an "
+                              "existing bucket")
+        where = self.uri(key) if key else self.root
+        return StoreError(f"{where}: {' '.join(str(exc).split()) or type(exc).__name__}")
 
     def read_bytes(self, key: str) -> bytes:
         got = self.read_versioned(key)
@@ -309,17 +449,22 @@ class S3Store(Store):
         full = self._k(prefix) if prefix else self.prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if key == full or key.startswith(full.rstrip("/") + "/"):
-                    keys.append(key[strip:])
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key == full or key.startswith(full.rstrip("/") + "/"):
+                        keys.append(key[strip:])
+        except Exception as exc:  # botocore raises many types; name the URI
+            raise self._error(exc, prefix) from exc
         return sorted(keys)
 
     def delete(self, key: str) -> None:
         for k in self.list(key):
-            self.client.delete_object(Bucket=self.bucket, Key=self._k(k))
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._k(k))
+            except Exception as exc:
+                raise self._error(exc, k) from exc
 
     def copy_key(self, source: str, target: str) -> None:
         """Server-side copy: the bytes never leave S3."""
@@ -336,9 +481,10 @@ class S3Store(Store):
             self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **cond)
             return True
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
                 return False
+            raise self._error(exc, key) from exc
+        except Exception as exc:
             raise self._error(exc, key) from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -349,16 +495,24 @@ class S3Store(Store):
 
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            return resp["Body"].read(), resp["ETag"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise self._error(exc, key) from exc
-        return resp["Body"].read(), resp["ETag"]
+        except Exception as exc:
+            raise self._error(exc, key) from exc
 
     def replace_if(self, key: str, data: bytes, token: str | None) -> bool:
         if token is None:
             return self.put_if_absent(key, data)
         return self._conditional_put(key, data, IfMatch=token)
+
+
+def _error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchBucket``, ``412``, ...), else ''."""
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def open_store(root: str | None = None) -> Store:

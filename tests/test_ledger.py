@@ -52,14 +52,30 @@ def test_a_writer_that_sneaks_in_between_propose_and_list_never_shares_a_slot(tm
 
 
 def test_a_crashed_writers_proposal_blocks_its_slot_only_until_it_is_stale(tmp_path):
+    """A claim whose owner cannot be checked (here: written before owners were recorded) is
+    taken over once stale; killed writers of this machine: tests/test_registry_integrity.py."""
     store = LocalStore(tmp_path / "s")
-    ledger = Ledger(store, "log", stale_after=0.3)
+    ledger = Ledger(store, "log", stale_after=0.3, give_up_after=5)
     ledger.append(lambda seq: {"n": 1})
     store.write_bytes(f"log/000002/proposals/{int(time.time() * 1000):013d}-crashed", b"")
     started = time.perf_counter()
     seq, _ = ledger.append(lambda seq: {"n": 2})
-    assert seq == 3 and ledger.slots() == [1, 3]  # a gap, never a shared or lost slot
+    assert seq == 2 and ledger.slots() == [1, 2]  # taken over: no gap, never a shared or lost slot
     assert time.perf_counter() - started >= 0.25  # it waited for the proposal to go stale first
+    assert not [k for k in store.list("log") if "/proposals/" in k]
+
+
+def test_a_live_writers_fresh_claim_is_never_taken_over(tmp_path):
+    """A claim of a live process of this machine is contention, not a crash: the writer waits."""
+    from streamguard_ml.store import process_owner
+
+    store = LocalStore(tmp_path / "s")
+    claim = f"log/000001/proposals/{int(time.time() * 1000):013d}-live-{process_owner()}"
+    store.write_bytes(claim, b"")
+    ledger = Ledger(store, "log", stale_after=0.4, give_up_after=5)
+    threading.Timer(0.2, lambda: store.write_json("log/000001/entry.json", {"n": "other"})).start()
+    seq, entry = ledger.append(lambda seq: {"n": "mine"})
+    assert (seq, entry) == (2, {"n": "mine"}) and store.exists(claim)  # it moved on; the claim was left alone
 
 
 def test_make_sees_exactly_the_entries_before_its_slot(tmp_path):
