@@ -53,6 +53,16 @@ def default_store() -> str:
     return os.environ.get("STREAMGUARD_STORE") or str(Path.home() / ".streamguard")
 
 
+#: Deployment setting (environment, never a run Param): comma-separated folders and URI prefixes that
+#: sources may be read from; see :attr:`PipelineConfig.source_roots`.  Unset: anywhere (the laptop default).
+SOURCE_ROOTS_ENV = "STREAMGUARD_SOURCE_ROOTS"
+
+
+def default_source_roots() -> tuple[str, ...]:
+    """The deployment's source path policy: ``STREAMGUARD_SOURCE_ROOTS`` split at commas (empty: anywhere)."""
+    return tuple(r.strip() for r in os.environ.get(SOURCE_ROOTS_ENV, "").split(",") if r.strip())
+
+
 #: Deployment setting (environment, never a run Param: whoever triggers a run must not lift it):
 #: comma-separated stores a run's ``store`` Param may name, each a directory or ``s3://bucket/prefix``
 #: that the named store must equal or lie under.  Unset: any store (the laptop default).
@@ -191,6 +201,10 @@ class PipelineConfig:
     #: 800 synthetic functions keep `make run` under 10 minutes on 2 cores; their scores say the
     #: pipeline works, not how it does on real code (train on real data for that).
     sources: tuple[str, ...] = ("synthetic:800",)
+    #: Where sources may be read from: folders and URI prefixes (``s3://bucket/prefix``; ``s3://``: any
+    #: bucket), and always the store.  Empty (the laptop default): anywhere.  The deployment's setting,
+    #: from ``STREAMGUARD_SOURCE_ROOTS``, which a run's Params cannot change (see ``streamguard_ml.sources``).
+    source_roots: tuple[str, ...] = field(default_factory=default_source_roots)
     training_backend: str = "local"
     base_model: str = EMBEDDED_BASE_MODEL
     gnn_epochs: int = 25
@@ -324,16 +338,24 @@ class PipelineConfig:
             raise ValueError("pair_loss_weight and pair_margin must be >= 0 (0 switches the pair loss off)")
         if self.patience < 1 or self.min_epochs < 1:
             raise ValueError("patience and min_epochs must be >= 1")
+        if self.source_roots:
+            from .sources import check_source
+
+            for spec in self.all_sources():
+                check_source(spec, self.source_roots)
         return self
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "PipelineConfig":
         """Build from Airflow Params / JSON, ignoring keys that are not settings."""
         kwargs = settings_from(cls, values)
-        for key in ("sources", "retrain_reasons"):
+        for key in ("sources", "retrain_reasons", "source_roots"):
             if key in kwargs:
                 value = kwargs[key]
                 kwargs[key] = tuple([value] if isinstance(value, str) else value)
+        if kwargs.get("source_roots", default_source_roots()) != default_source_roots():
+            raise ValueError(f"source_roots={list(kwargs['source_roots'])}: where sources may be read from is the "
+                             f"deployment's setting ({SOURCE_ROOTS_ENV}), not a run's: leave it out of the Params")
         if isinstance(kwargs.get("limits"), dict):
             kwargs["limits"] = QualityLimits(**kwargs["limits"])
         if isinstance(kwargs.get("sagemaker"), dict):

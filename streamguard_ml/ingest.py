@@ -11,7 +11,7 @@ from . import layout
 from .config import QualityLimits
 from .graphs import first_error_line
 from .quality import deduplicate, normalise
-from .records import Reason, Rejected, Sample
+from .records import Reason, Rejected, Sample, record_fault, reject_record
 from .sources import load_advisories, read_source, split_specs
 from .sources.advisories import AdvisoryIndex
 from .splits import Splittable
@@ -24,36 +24,54 @@ class DatasetError(ValueError):
     """The data cannot train a classifier; the message says what to fix."""
 
 
-def read_all(sources: Sequence[str], limits: QualityLimits,
-             advisories: AdvisoryIndex | None = None) -> tuple[list[Sample], list[Rejected], Counter]:
+def read_all(sources: Sequence[str], limits: QualityLimits, advisories: AdvisoryIndex | None = None,
+             roots: Sequence[str] | None = None) -> tuple[list[Sample], list[Rejected], Counter]:
     """Read and validate every sample source, joining advisory metadata onto each record.
 
+    Every item a connector yields becomes samples or quarantine entries, never an
+    exception: the per-source count is the number of inputs both account for.
+    ``roots``: the source path policy (default: the deployment's ``source_roots``).
     Returns (samples, rejected, per-source input counts).
     """
     samples: list[Sample] = []
     rejected: list[Rejected] = []
     per_source: Counter = Counter()
     for spec in sources:
-        for item in _progress(read_source(spec), f"reading {spec}"):
+        for item in _progress(read_source(spec, roots), f"reading {spec}"):
             per_source[spec] += 1
-            if isinstance(item, Rejected):
-                rejected.append(item)
-                continue
-            if advisories is not None:
-                item = advisories.enrich(item)
-            for out in normalise(item, limits):
+            for out in validate(item, limits, advisories):
                 (rejected if isinstance(out, Rejected) else samples).append(out)
     return samples, rejected, per_source
 
 
-def collect(sources: Sequence[str], limits: QualityLimits) -> tuple[list[Sample], list[Rejected], Counter, dict]:
+def validate(item: dict | Rejected, limits: QualityLimits,
+             advisories: AdvisoryIndex | None = None) -> list[Sample | Rejected]:
+    """One connector item → samples or quarantine entries.
+
+    Field types are judged first (:func:`~streamguard_ml.records.record_fault`), so that
+    neither the advisory join nor ``normalise`` nor the Parquet write sees a malformed value.
+    """
+    if isinstance(item, Rejected):
+        return [item]
+    fault = record_fault(item)
+    if fault is not None:
+        return [reject_record(item, *fault)]
+    if advisories is not None:
+        item = advisories.enrich(item)
+    return normalise(item, limits)
+
+
+def collect(sources: Sequence[str], limits: QualityLimits,
+            roots: Sequence[str] | None = None) -> tuple[list[Sample], list[Rejected], Counter, dict]:
     """Every source read, validated and parse-checked (not yet de-duplicated).
 
+    Every source is checked against the source path policy (``roots``, default the
+    deployment's ``source_roots``) before any is read.
     Returns (samples, rejected, per-source input counts, advisory summary).
     """
-    sample_specs, metadata_specs = split_specs(sources)
-    advisories = load_advisories(metadata_specs)
-    samples, rejected, per_source = read_all(sample_specs, limits, advisories)
+    sample_specs, metadata_specs = split_specs(sources, roots)
+    advisories = load_advisories(metadata_specs, roots)
+    samples, rejected, per_source = read_all(sample_specs, limits, advisories, roots)
     samples, unparseable = drop_unparseable(samples)
     return samples, rejected + unparseable, per_source, advisories.summary()
 
@@ -83,9 +101,13 @@ def check_trainable(samples: Sequence[Splittable], where: str) -> None:
                            "versions as 'counterfactual') or another source such as synthetic:1000")
 
 
-def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits | None = None) -> dict:
-    """Read sources into ``runs/<run>/ingest/``; returns the ``ingest --json`` report."""
-    samples, rejected, per_source, advisories = collect(sources, limits or QualityLimits())
+def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits | None = None,
+           roots: Sequence[str] | None = None) -> dict:
+    """Read sources into ``runs/<run>/ingest/``; returns the ``ingest --json`` report.
+
+    ``roots``: where sources may be read from (default: the deployment's ``source_roots``).
+    """
+    samples, rejected, per_source, advisories = collect(sources, limits or QualityLimits(), roots)
     samples, duplicates, dup_counts = deduplicate(samples)
     return write_ingested(store, run, sources, samples, rejected + duplicates, per_source, dup_counts,
                           {"advisories": advisories})

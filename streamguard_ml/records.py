@@ -44,6 +44,8 @@ class Reason:
     NEAR_DUPLICATE = "normalised_duplicate"
     LABEL_CONFLICT = "label_conflict"
     UNSUPPORTED_LANGUAGE = "unsupported_language"
+    INVALID_FIELD = "invalid_field"
+    MALFORMED_DIFF = "malformed_diff"
 
 
 @dataclass
@@ -96,6 +98,116 @@ class Rejected:
         d = dataclasses.asdict(self)
         d["raw"] = d["raw"][:2000]
         return d
+
+
+#: How much of an unparsable input line the quarantine keeps: enough to recognise it, never a whole file.
+EXCERPT_CHARS = 200
+#: Largest line number a sample may name (the samples file stores them as int32).
+MAX_LINE_NUMBER = 2 ** 31 - 1
+
+#: Raw-record fields and what each may hold; anything else is quarantined by :func:`record_fault`.
+#: ``text``: a string (or null); ``ident``: a string or integer (or null), made a string later.
+TEXT_FIELDS = ("code", "counterfactual", "language", "vulnerability_type", "source", "origin", "cve",
+               "severity", "commit")
+IDENT_FIELDS = ("id", "pair_id", "group", "cwe")
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of ``text`` and its length: what a quarantine entry keeps of an unusable line."""
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text)} characters]"
+
+
+def describe(value: Any) -> str:
+    """A short, always-printable account of a JSON value (for quarantine details)."""
+    if value is None:
+        return "missing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return f"a JSON object of {len(value)} items"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, str):
+        return f"the text {ascii(excerpt(value, 40))}"
+    if isinstance(value, int):
+        return f"the integer {value}" if abs(value) < 10 ** 30 else "an integer of over 30 digits"
+    return f"{excerpt(repr(value), 40)} (a {type(value).__name__})"
+
+
+def utf8_fault(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be stored as UTF-8 (a lone surrogate, e.g. JSON's ``"\\ud800"``), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"field '{name}' holds a lone surrogate {ascii(value[exc.start])} at character {exc.start}, "
+                "which is not UTF-8: fix the producer's encoding")
+    return None
+
+
+def text_fault(name: str, value: Any, ident: bool = False) -> tuple[str, str] | None:
+    """(reason, detail) when ``value`` is not a storable string (or, for ``ident``, integer); None if fine."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        fault = utf8_fault(name, value)
+        return (Reason.NON_UTF8, fault) if fault else None
+    if ident and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10 ** 30:
+        return None
+    wanted = "a string or an integer" if ident else "a string"
+    return Reason.INVALID_FIELD, f"field '{name}' is {describe(value)}: give {wanted} (or leave it out)"
+
+
+def label_fault(value: Any, name: str = "label") -> str | None:
+    """Why ``value`` is not a label: only the integers 0 and 1 are (not true/false, "1" or 1.0)."""
+    if type(value) is int and value in (0, 1):
+        return None
+    return f"field '{name}' is {describe(value)}: use 1 (vulnerable) or 0 (safe)"
+
+
+def lines_fault(value: Any, name: str = "vulnerable_lines") -> str | None:
+    """Why ``value`` is not a list of line numbers (integers from 1), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return f"field '{name}' is {describe(value)}: give a list of line numbers, e.g. [3, 4]"
+    for index, number in enumerate(value):
+        if type(number) is not int or not 1 <= number <= MAX_LINE_NUMBER:
+            return (f"field '{name}' item {index} is {describe(number)}: line numbers are integers "
+                    f"from 1 to {MAX_LINE_NUMBER}")
+    return None
+
+
+def record_fault(rec: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) for the first field of a raw record that cannot become part of a :class:`Sample`.
+
+    The one place raw-record types are judged, before anything else touches the record
+    (the advisory join, :func:`~streamguard_ml.quality.normalise`, the Parquet write), so
+    that a malformed field is a quarantine entry naming it and never an exception that
+    ends the ingest.  Presence and content (missing code, too long, unparsable) are
+    judged later, by ``normalise``.
+    """
+    if "label" in rec and (fault := label_fault(rec["label"])):
+        return Reason.INVALID_LABEL, fault
+    if "label" not in rec and "vulnerable" in rec:  # the seed-era flag; the JSONL connector maps true/false
+        return Reason.INVALID_LABEL, (f"field 'vulnerable' is {describe(rec['vulnerable'])}: use true or false "
+                                      "(or a 'label' of 1 or 0)")
+    if fault := lines_fault(rec.get("vulnerable_lines")):
+        return Reason.INVALID_FIELD, fault
+    for name in TEXT_FIELDS:
+        if found := text_fault(name, rec.get(name)):
+            return found
+    for name in IDENT_FIELDS:
+        if found := text_fault(name, rec.get(name), ident=True):
+            return found
+    return None
+
+
+def reject_record(rec: dict[str, Any], reason: str, detail: str) -> Rejected:
+    """A raw record as a quarantine entry, keeping where it came from (and its id and code when printable)."""
+    ident, code = rec.get("id"), rec.get("code")
+    printable = ident is not None and text_fault("id", ident, ident=True) is None
+    return Rejected(str(rec.get("_source", "?")), reason, detail, rec.get("_line"),
+                    id=str(ident) if printable else None, raw=code[:2000] if isinstance(code, str) else "")
 
 
 def stable_id(*parts: object) -> str:

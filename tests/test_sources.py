@@ -110,3 +110,29 @@ def test_changed_lines_locates_the_fix():
     assert changed_lines(before, after) == [2, 3]
     guarded = "a = 1\ny = int(y)\nq = 'x' + y\nrun(q)\n"
     assert changed_lines(before, guarded) == [2]  # an inserted guard marks the statement it protects
+
+
+SVEN_OK = {"func_name": "q", "func_src_before": "def q(c, x):\n    c.execute('S %s' % x)\n",
+           "func_src_after": "def q(c, x):\n    c.execute('S %s', (x,))\n", "file_name": "db.py",
+           "commit_link": "github.com/acme/shop/commit/abc", "line_changes": {"deleted": [{"line_no": 2}]}}
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("line_changes", [{"line_no": 2}], "line_changes"),
+    ("line_changes", {"deleted": "2"}, "line_changes.deleted"),
+    ("line_changes", {"deleted": [2]}, "line_changes.deleted"),
+    ("line_changes", {"deleted": [{"line": "x"}]}, "line_no"),
+    ("line_changes", {"deleted": [{"line_no": "two"}]}, "line_no"),
+    ("line_changes", {"deleted": [{"line_no": True}]}, "line_no"),
+    ("commit_link", 5, "commit_link"),
+    ("file_name", "db\udc80.py", "file_name"),
+    ("func_name", {"n": 1}, "func_name"),
+    ("vul_type", ["cwe-89"], "vul_type"),
+])
+def test_a_malformed_sven_line_is_one_quarantine_entry_naming_the_field(tmp_path, field, value, named):
+    path = tmp_path / "sven.jsonl"
+    path.write_text(json.dumps({**SVEN_OK, field: value}) + "\n" + json.dumps(SVEN_OK) + "\n")
+    bad, vul, fix = read_source(f"sven:{path}")
+    assert isinstance(bad, Rejected) and bad.line == 1 and bad.reason in ("invalid_field", "non_utf8")
+    assert f"'{named}'" in bad.detail
+    assert (vul["label"], fix["label"], vul["vulnerable_lines"]) == (1, 0, [2])

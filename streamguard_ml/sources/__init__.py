@@ -8,10 +8,27 @@ Each connector yields raw records (dicts in the raw-record shape of
 input silently.  *Metadata* kinds (``osv``, ``ghsa``) yield no samples: they
 are loaded into an :class:`~.advisories.AdvisoryIndex` that enriches the
 records of the other sources.
+
+**Where sources may be read from** is the deployment's setting ``source_roots``
+(:class:`~streamguard_ml.config.PipelineConfig`, from ``STREAMGUARD_SOURCE_ROOTS``,
+comma-separated): folders and URI prefixes (``s3://bucket/prefix``; ``s3://`` alone:
+any bucket).  Empty (the laptop default) means anywhere.  Set, every path is checked
+here, where a spec is resolved and before anything is read (:func:`check_source`): a
+local path after resolving ``~``, ``..`` and symbolic links, a URI by whole path
+segments and never with ``..`` in it.  The deployment's store (``STREAMGUARD_STORE``)
+is always allowed: the retraining monitor passes feedback batches from it.
+``synthetic`` reads no path.  A run cannot change the setting (``PipelineConfig``
+refuses a ``source_roots`` Param that differs from it).  Links *inside* an allowed
+folder are the operator's: files found below a folder are not checked one by one.
+
+A file that is not what its kind says (not JSON lines, not SQLite) is a
+:class:`SourceError` (or the connector's own error) for the whole source; a bad
+*record* inside a good file is a quarantine entry.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..records import Rejected
@@ -20,6 +37,10 @@ if TYPE_CHECKING:
     from .advisories import AdvisoryIndex
 
 RawItem = "dict | Rejected"
+
+
+class SourceError(ValueError):
+    """A source as a whole cannot be read (refused path, wrong kind of file); the message names it."""
 
 
 def _jsonl(path: str) -> Iterator[dict | Rejected]:
@@ -79,28 +100,68 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def read_source(spec: str) -> Iterator[dict | Rejected]:
-    """Iterate one sample source given as ``KIND:PATH``."""
+def _is_uri(path: str) -> bool:
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme != "file" and scheme.isalnum()
+
+
+def _local(path: str) -> str:
+    """A local path as the connectors open it (``file://`` and ``~`` understood), fully resolved."""
+    return os.path.realpath(os.path.expanduser(path.removeprefix("file://")))
+
+
+def _allowed(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (``s3://`` alone: any path of that scheme)."""
+    if _is_uri(path) or _is_uri(root):
+        if not (_is_uri(path) and _is_uri(root)) or ".." in path.split("/"):
+            return False
+        if root.endswith("://"):
+            return path.startswith(root)
+        base = root.rstrip("/")
+        return path == base or path.startswith(base + "/")
+    real, base = _local(path), _local(root)
+    return os.path.commonpath([real, base]) == base
+
+
+def check_source(spec: str, roots: Sequence[str] | None = None) -> tuple[str, str]:
+    """``(kind, path)`` of ``spec`` if the source path policy lets it be read, else SourceError.
+
+    ``roots`` defaults to the deployment's ``source_roots`` (``STREAMGUARD_SOURCE_ROOTS``).
+    """
+    from ..config import default_source_roots, default_store
+
     kind, path = parse_spec(spec)
+    roots = default_source_roots() if roots is None else tuple(roots)
+    if not roots or kind == "synthetic" or any(_allowed(path, root) for root in (*roots, default_store())):
+        return kind, path
+    shown = path if _is_uri(path) or _local(path) == path else f"{path} (that is {_local(path)})"
+    raise SourceError(f"source {spec!r}: {shown} is outside the allowed source roots {list(roots)} and the "
+                      "store (setting source_roots, from STREAMGUARD_SOURCE_ROOTS): move the data under one of "
+                      "them, or have the operator add its folder or prefix to STREAMGUARD_SOURCE_ROOTS")
+
+
+def read_source(spec: str, roots: Sequence[str] | None = None) -> Iterator[dict | Rejected]:
+    """Iterate one sample source given as ``KIND:PATH`` (checked against ``roots``, see :func:`check_source`)."""
+    kind, path = check_source(spec, roots)
     if kind in METADATA_KINDS:
         raise ValueError(f"source {spec!r} holds advisories, not samples: give it together with sample "
                          "sources (e.g. cvefixes:PATH or sven:PATH) so its metadata is joined onto them")
     return CONNECTORS[kind](path)
 
 
-def split_specs(specs: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(sample sources, metadata sources), each validated."""
+def split_specs(specs: Sequence[str], roots: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(sample sources, metadata sources), each validated and checked against the source path policy."""
     samples, metadata = [], []
     for spec in specs:
-        (metadata if parse_spec(spec)[0] in METADATA_KINDS else samples).append(spec)
+        (metadata if check_source(spec, roots)[0] in METADATA_KINDS else samples).append(spec)
     return samples, metadata
 
 
-def load_advisories(specs: Sequence[str]) -> "AdvisoryIndex":
+def load_advisories(specs: Sequence[str], roots: Sequence[str] | None = None) -> "AdvisoryIndex":
     """One index over every metadata source."""
     from .advisories import AdvisoryIndex, read_advisories
 
     index = AdvisoryIndex()
     for spec in specs:
-        read_advisories(parse_spec(spec)[1], index)
+        read_advisories(check_source(spec, roots)[1], index)
     return index

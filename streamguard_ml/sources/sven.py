@@ -8,13 +8,15 @@ repository straddles train and test.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
-from ..records import Reason, Rejected, cwe_of, stable_id
+from ..records import MAX_LINE_NUMBER, Reason, Rejected, cwe_of, describe, excerpt, stable_id, text_fault
 from ..store import list_uris
-from .jsonl import decode_json_line, iter_lines
+from .jsonl import json_lines
 
 REQUIRED = ("func_src_before", "func_src_after")
+#: Fields that name the pair (its id is made from them) or its class: text, when present.
+TEXT = ("commit_link", "file_name", "func_name", "vul_type")
 
 
 def repository_of(commit_link: str) -> str | None:
@@ -25,12 +27,46 @@ def repository_of(commit_link: str) -> str | None:
     return head.removeprefix("https://").removeprefix("http://") or None
 
 
+def deleted_line_numbers(line_changes: Any) -> list[int] | str:
+    """``line_changes.deleted[].line_no`` as sorted line numbers, or why the field is malformed."""
+    if line_changes is None:
+        return []
+    if not isinstance(line_changes, dict):
+        return f"field 'line_changes' is {describe(line_changes)}: SVEN gives an object with 'deleted' and 'added'"
+    deleted = line_changes.get("deleted") or []
+    if not isinstance(deleted, list):
+        return f"field 'line_changes.deleted' is {describe(deleted)}: SVEN gives a list of {{line_no, line}} objects"
+    numbers = []
+    for index, entry in enumerate(deleted):
+        if not isinstance(entry, dict):
+            return (f"field 'line_changes.deleted' item {index} is {describe(entry)}: SVEN gives "
+                    "{line_no, line} objects")
+        number = entry.get("line_no")
+        if type(number) is not int or not 1 <= number <= MAX_LINE_NUMBER:
+            return (f"field 'line_no' of line_changes.deleted item {index} is {describe(number)}: "
+                    "a line number (an integer from 1)")
+        numbers.append(number)
+    return sorted(set(numbers))
+
+
+def line_fault(obj: dict) -> tuple[str, str] | None:
+    """(reason, detail) when one SVEN line cannot become a pair, else None."""
+    missing = [k for k in REQUIRED if not obj.get(k)]
+    if missing:
+        return Reason.MISSING_CODE, f"SVEN record lacks {missing}"
+    for name in (*REQUIRED, *TEXT):
+        if found := text_fault(name, obj.get(name)):
+            return found
+    lines = deleted_line_numbers(obj.get("line_changes"))
+    return (Reason.INVALID_FIELD, lines) if isinstance(lines, str) else None
+
+
 def pair_records(obj: dict, source: str, line: int) -> list[dict]:
-    """The two raw records for one SVEN line."""
+    """The two raw records for one SVEN line (that :func:`line_fault` found sound)."""
     commit = obj.get("commit_link", "")
     pair_id = stable_id("sven", commit, obj.get("file_name"), obj.get("func_name"))
     cwe = cwe_of(obj.get("vul_type"))
-    deleted = (obj.get("line_changes") or {}).get("deleted") or []
+    deleted = deleted_line_numbers(obj.get("line_changes"))
     common = {
         "cwe": cwe,
         "pair_id": pair_id,
@@ -41,7 +77,7 @@ def pair_records(obj: dict, source: str, line: int) -> list[dict]:
         "_line": line,
     }
     vulnerable = {**common, "id": f"{pair_id}-vul", "code": obj["func_src_before"], "label": 1,
-                  "vulnerable_lines": sorted({int(d["line_no"]) for d in deleted}), "origin": "cve-fix"}
+                  "vulnerable_lines": deleted, "origin": "cve-fix"}
     fixed = {**common, "id": f"{pair_id}-fix", "code": obj["func_src_after"], "label": 0,
              "origin": "cve-fix-after"}
     return [vulnerable, fixed]
@@ -50,14 +86,12 @@ def pair_records(obj: dict, source: str, line: int) -> list[dict]:
 def read_sven(path: str) -> Iterator[dict | Rejected]:
     """A SVEN file, or every ``*.jsonl`` below a folder or ``s3://`` prefix."""
     for file in list_uris(path, (".jsonl", ".jsonl.gz")):
-        for number, raw in iter_lines(file):
-            obj = decode_json_line(file, number, raw)
+        for number, raw, obj in json_lines(file):
             if isinstance(obj, Rejected):
                 yield obj
                 continue
-            missing = [k for k in REQUIRED if not obj.get(k)]
-            if missing:
-                yield Rejected(file, Reason.MISSING_CODE, f"SVEN record lacks {missing}", number,
-                               raw=raw.decode("utf-8", "replace"))
+            fault = line_fault(obj)
+            if fault:
+                yield Rejected(file, *fault, number, raw=excerpt(raw.decode("utf-8", "replace")))
                 continue
             yield from pair_records(obj, file, number)
