@@ -116,6 +116,42 @@ def test_cvefixes_ingest_quarantines_missing_code_and_keeps_pairs_grouped(store,
     assert "method_change_id=203" in rows[0]["source"]
 
 
+@pytest.mark.parametrize("diff_parsed", [
+    "-" * 100_000 + "1",                        # MemoryError in the parser
+    "{'deleted': [5]}",                         # TypeError: an entry that is not (line, text)
+    "{'deleted': [[]]}",                        # IndexError
+    "{'deleted': [('twelve', 'x')]}",           # a line number that is not one
+    "{'deleted': " + "[" * 300 + "]" * 300 + "}",  # nesting past the parser's limit
+    "['not', 'a', 'dict']",
+    "{'deleted': [(12, 'x')]" + ", 'pad': '" + "x" * 9_000_000 + "'}",  # past the size bound
+])
+def test_cvefixes_malformed_diff_parsed_quarantines_the_method_it_locates(store, tmp_path, diff_parsed):
+    db = make_cvefixes_db(tmp_path / "CVEfixes.db")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE file_change SET diff_parsed = ? WHERE file_change_id = '11'", [diff_parsed])
+    con.commit()
+    con.close()
+    report = ingest(store, "cvd", [f"cvefixes:{db}"])
+    rows = {r["reason"]: r for r in store.read_jsonl("runs/cvd/ingest/quarantine.jsonl")}
+    assert report["accepted"] == 4 and report["quarantine_reasons"] == {"malformed_diff": 1, "missing_code": 1}
+    bad = rows["malformed_diff"]
+    assert "method_change_id=101" in bad["source"] and "file_change 11" in bad["detail"]
+    assert "diff_parsed" in bad["detail"] and len(bad["detail"]) < 400
+
+
+def test_cvefixes_text_that_is_not_utf8_is_quarantined_not_fatal(store, tmp_path):
+    db = make_cvefixes_db(tmp_path / "CVEfixes.db")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE method_change SET code = CAST(x'6465662072756e28293aff0a2020202070617373' AS TEXT) "
+                "WHERE method_change_id = '201'")
+    con.commit()
+    con.close()
+    report = ingest(store, "cvu", [f"cvefixes:{db}"])
+    assert report["accepted"] == 4 and report["quarantine_reasons"] == {"missing_code": 1, "non_utf8": 1}
+    bad = next(r for r in store.read_jsonl("runs/cvu/ingest/quarantine.jsonl") if r["reason"] == "non_utf8")
+    assert "method_change_id=201" in bad["source"] and "'code'" in bad["detail"]
+
+
 def test_cvefixes_refuses_files_that_are_not_the_database(tmp_path):
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
@@ -188,6 +224,17 @@ def test_advisory_sources_alone_are_not_samples(tmp_path):
         read_source(f"osv:{tmp_path}")
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(AdvisoryError, match="bad.json is not valid JSON"):
+        read_advisories(str(tmp_path))
+
+
+@pytest.mark.parametrize("doc", [{"id": "GHSA-1", "database_specific": [1]}, {"id": "GHSA-2", "aliases": 5},
+                                 {"id": "GHSA-3", "affected": [{"database_specific": "x"}]}])
+def test_an_advisory_of_another_shape_is_a_one_line_error_naming_the_file(tmp_path, doc):
+    (tmp_path / "odd.json").write_text(json.dumps(doc))
+    with pytest.raises(AdvisoryError, match=r"odd\.json: advisory 'GHSA-\d' is not OSV or GitHub advisory JSON"):
+        read_advisories(str(tmp_path))
+    (tmp_path / "odd.json").write_text("[" * 100_000)
+    with pytest.raises(AdvisoryError, match=r"odd\.json is not valid JSON"):
         read_advisories(str(tmp_path))
 
 

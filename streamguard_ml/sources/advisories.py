@@ -92,8 +92,9 @@ def _documents(uri: str) -> Iterable[dict[str, Any]]:
             docs: Any = [json.loads(line) for line in data.splitlines() if line.strip()]
         else:
             docs = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdvisoryError(f"{uri} is not valid JSON ({exc}): advisories must be OSV or GitHub JSON") from exc
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, digits past Python's limit
+        raise AdvisoryError(f"{uri} is not valid JSON ({str(exc)[:160]}): advisories must be OSV or GitHub "
+                            "JSON") from exc
     for doc in docs if isinstance(docs, list) else [docs]:
         if not isinstance(doc, dict):
             raise AdvisoryError(f"{uri}: expected advisory objects, got {type(doc).__name__}")
@@ -149,4 +150,7 @@ def read_advisories(path: str, index: AdvisoryIndex | None = None) -> AdvisoryIn
                 index.add(parse_advisory(doc))
             except AdvisoryError as exc:
                 raise AdvisoryError(f"{uri}: {exc}") from None
+            except (TypeError, AttributeError, ValueError) as exc:  # a field of another shape than OSV / GitHub's
+                raise AdvisoryError(f"{uri}: advisory {str(doc.get('id') or doc.get('ghsa_id'))[:80]!r} is not "
+                                    f"OSV or GitHub advisory JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     return index

@@ -12,6 +12,12 @@ before/after of the same function in the same file change share a ``pair_id``.
 The repository is the split group.  Methods in other languages are counted and
 logged, not read (only Python is supported).  The database may be a local file
 or an ``s3://`` object.
+
+A fault in one method's data is a quarantine entry, never the end of the read:
+text that is not UTF-8 is decoded with ``surrogateescape`` (so the record is
+quarantined as ``non_utf8``), and ``diff_parsed`` is parsed once per file change,
+bounded in size (:data:`MAX_DIFF_CHARS`) and shape, a malformed one quarantining
+the vulnerable methods whose lines it should locate (``malformed_diff``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sqlite3
 from collections import defaultdict
 from typing import Any, Iterator
 
-from ..records import Rejected, cwe_of, stable_id
+from ..records import Reason, Rejected, cwe_of, describe, stable_id
 from ..store import local_file
 from .sven import repository_of
 
@@ -31,10 +37,21 @@ log = logging.getLogger(__name__)
 REQUIRED_TABLES = ("method_change", "file_change", "fixes")
 _PYTHON = "(lower(f.programming_language) = 'python' OR f.filename LIKE '%.py')"
 _GENERIC_CWES = {"NVD-CWE-Other", "NVD-CWE-noinfo"}
+#: Largest ``diff_parsed`` parsed (characters): ``ast.literal_eval`` needs memory many times its input.
+MAX_DIFF_CHARS = 8_000_000
 
 
 class CVEfixesError(ValueError):
     """The file is not a usable CVEfixes database; the message says why."""
+
+
+class DiffError(ValueError):
+    """A ``diff_parsed`` value that is not the dict of (line, text) lists CVEfixes writes."""
+
+
+def _decode(data: bytes) -> str:
+    """SQLite text as str; bytes that are not UTF-8 become surrogates for validation to quarantine."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _open(path: str, db: Any) -> sqlite3.Connection:
@@ -48,6 +65,7 @@ def _open(path: str, db: Any) -> sqlite3.Connection:
         raise CVEfixesError(f"cvefixes:{path} lacks the tables {missing}: use the full CVEfixes database "
                             "(the trimmed variants drop method_change)")
     con.row_factory = sqlite3.Row
+    con.text_factory = _decode
     return con
 
 
@@ -92,21 +110,44 @@ def _severities(con: sqlite3.Connection, tables: set[str]) -> dict[str, str]:
             if (sev := _text(r["cvss3_base_severity"]))}
 
 
-def deleted_lines(diff_parsed: Any, start: int, end: int) -> list[int]:
-    """Lines of a method (1-based, relative to its first line) that the fix deleted or replaced."""
+def parse_deleted(diff_parsed: Any) -> list[int]:
+    """The file's line numbers that a fix deleted or replaced, from ``file_change.diff_parsed``.
+
+    Missing (``None``/empty) means none are known.  Raises DiffError, saying what is wrong,
+    for text over :data:`MAX_DIFF_CHARS`, text that is not a Python literal (including ones
+    the parser cannot hold: deep nesting raises MemoryError or RecursionError there), or a
+    literal of another shape.
+    """
     text = _text(diff_parsed)
     if not text:
         return []
+    if len(text) > MAX_DIFF_CHARS:
+        raise DiffError(f"is {len(text):,} characters, over the {MAX_DIFF_CHARS:,} this reader parses")
     try:
         parsed = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        why = str(exc)[:80] or "nested too deeply for Python's parser"
+        raise DiffError(f"is not a Python literal ({type(exc).__name__}: {why})") from None
+    if not isinstance(parsed, dict):
+        raise DiffError(f"is {describe(parsed)}, not a dict of 'added' and 'deleted' lines")
+    deleted = parsed.get("deleted") or []
+    if not isinstance(deleted, (list, tuple)):
+        raise DiffError(f"has 'deleted' = {describe(deleted)}, not a list of (line number, text)")
     numbers = []
-    for entry in (parsed.get("deleted") or []) if isinstance(parsed, dict) else []:
-        number = entry.get("line_no") if isinstance(entry, dict) else entry[0]
-        if isinstance(number, int) and start <= number <= end:
-            numbers.append(number - start + 1)
-    return sorted(set(numbers))
+    for index, entry in enumerate(deleted):
+        if isinstance(entry, dict):
+            number = entry.get("line_no")
+        else:
+            number = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+        if type(number) is not int:
+            raise DiffError(f"has 'deleted' item {index} = {describe(entry)}, not (line number, text)")
+        numbers.append(number)
+    return numbers
+
+
+def deleted_lines(numbers: list[int], start: int, end: int) -> list[int]:
+    """The lines among ``numbers`` inside a method (1-based, relative to its first line)."""
+    return sorted({n - start + 1 for n in numbers if start <= n <= end})
 
 
 def _int(value: Any) -> int | None:
@@ -147,7 +188,7 @@ def read_cvefixes(path: str) -> Iterator[dict | Rejected]:
             con.close()
 
 
-def _records(con: sqlite3.Connection, path: str) -> Iterator[dict]:
+def _records(con: sqlite3.Connection, path: str) -> Iterator[dict | Rejected]:
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     fixes, cwes, severities = _fixes(con), _cwes(con, tables), _severities(con, tables)
     join = "FROM method_change m JOIN file_change f ON m.file_change_id = f.file_change_id"
@@ -160,16 +201,33 @@ def _records(con: sqlite3.Connection, path: str) -> Iterator[dict]:
              "ORDER BY f.file_change_id, m.name, m.method_change_id")
     for row in con.execute(query):
         groups[(row["file_change_id"], row["name"])].append(row)
+    diffs = _DiffCache()
     for (file_change_id, name), rows in groups.items():
         for index, (before, after) in enumerate(_pairs(rows)):
             pair_id = stable_id("cvefixes", file_change_id, name, index) if before and after else None
             for row in (before, after):
                 if row is not None:
-                    yield _record(row, pair_id, fixes, cwes, severities, path)
+                    yield _record(row, pair_id, fixes, cwes, severities, path, diffs)
+
+
+class _DiffCache:
+    """Each file change's deleted lines, parsed once (every changed method of the file needs them)."""
+
+    def __init__(self) -> None:
+        self.parsed: dict[Any, list[int] | DiffError] = {}
+
+    def __call__(self, row: sqlite3.Row) -> list[int] | DiffError:
+        key = row["file_change_id"]
+        if key not in self.parsed:
+            try:
+                self.parsed[key] = parse_deleted(row["diff_parsed"])
+            except DiffError as exc:
+                self.parsed[key] = exc
+        return self.parsed[key]
 
 
 def _record(row: sqlite3.Row, pair_id: str | None, fixes: dict, cwes: dict, severities: dict,
-            path: str) -> dict:
+            path: str, diffs: _DiffCache) -> dict | Rejected:
     fix = fixes.get(row["hash"], {"repo_url": None, "cves": []})
     repo = repository_of(fix["repo_url"] or "")
     cve = fix["cves"][0] if fix["cves"] else None
@@ -192,5 +250,11 @@ def _record(row: sqlite3.Row, pair_id: str | None, fixes: dict, cwes: dict, seve
         "_source": f"{path}#method_change_id={row['method_change_id']}",
     }
     if before and start is not None and end is not None:
-        rec["vulnerable_lines"] = deleted_lines(row["diff_parsed"], start, end)
+        numbers = diffs(row)
+        if isinstance(numbers, DiffError):
+            return Rejected(rec["_source"], Reason.MALFORMED_DIFF,
+                            f"file_change {row['file_change_id']}: diff_parsed {numbers}, so the fix's deleted "
+                            "lines cannot be located in this method", id=rec["id"],
+                            raw=(rec["code"] or "")[:2000])
+        rec["vulnerable_lines"] = deleted_lines(numbers, start, end)
     return rec
