@@ -14,10 +14,20 @@ distinct versions, and nothing is ever rewritten, so no writer can lose
 another's change.  Status, aliases (``champion``) and decisions are folded from
 the log; a promotion or rollback is *one* log entry, computed from exactly the
 entries before it, so it is atomic and names the champion it replaced.
+
+A version is *visible* (``versions``, ``list``, ``latest``, ``get``, ``promote``,
+``resolve``) only once its registration completed: its number is claimed in
+``versions`` first, then its artifact is written whole (an atomic rename locally,
+one PUT on S3), and only then is ``registered`` logged.  A registration killed in
+between leaves an invisible, :meth:`Registry.incomplete` version (a retry with the
+same idempotency key completes it) and, on a local store, a temporary file that
+the next registration of that model removes.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -25,12 +35,46 @@ from typing import Any, Callable
 from .ledger import Ledger
 from .store import Store, StoreError
 
+log = logging.getLogger(__name__)
+
 STATUSES = ("registered", "approved", "deployed", "archived")
 CHAMPION = "champion"
+#: The longest model name (it becomes a folder name, and part of SageMaker resource names).
+MAX_MODEL_NAME = 100
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_NAME_RULE = (f"use 1 to {MAX_MODEL_NAME} ASCII letters, digits, '-' or '_', starting with a letter or digit "
+              "(e.g. taint-flow-gnn)")
 
 
 class RegistryError(ValueError):
     """A registry request cannot be met; the message names the model/version."""
+
+
+class RegistryConflict(RegistryError):
+    """The registry is not in the state the caller expected (someone else moved the champion); nothing changed."""
+
+
+def validate_model_name(name: object) -> str:
+    """``name`` if it is a model name (:data:`_NAME_RULE`), else RegistryError naming it and the rule.
+
+    The one check every registry path goes through: a name becomes a store folder, so
+    spaces, newlines, dots or ``~`` would make folders that other tools trip on.
+    """
+    if isinstance(name, str) and len(name) <= MAX_MODEL_NAME and _MODEL_NAME.fullmatch(name):
+        return name
+    if isinstance(name, str) and len(name) > MAX_MODEL_NAME:
+        shown = f"{name[:40]!r}... ({len(name)} characters, at most {MAX_MODEL_NAME})"
+    else:
+        shown = repr(name)
+    raise RegistryError(f"invalid model name {shown}: {_NAME_RULE}")
+
+
+def _is_model_name(name: str) -> bool:
+    try:
+        validate_model_name(name)
+    except RegistryError:
+        return False
+    return True
 
 
 def _now() -> str:
@@ -66,13 +110,21 @@ class ModelVersion:
 
 @dataclass
 class _State:
-    """What the log says about a model's versions at some point."""
+    """What the log says about a model's versions at some point.
+
+    ``champions`` is the champion *stack*: a promotion pushes its version (unless it is
+    already the champion), a rollback pops, so the top is always the champion and a
+    rollback goes back to the one below.  Promote 1, 2, 3 then roll back twice: 2, then
+    1.  Promote 1, 2, 3, roll back (2), promote 4, roll back: 2 again (4's move is
+    undone), then 1.  The stack is folded from the log, so every reader agrees on it.
+    """
 
     status: dict[int, str] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
     decisions: dict[int, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # champion moves
     registered: set[int] = field(default_factory=set)
+    champions: list[int] = field(default_factory=list)  # the champion stack (top last)
 
     def apply(self, e: dict[str, Any]) -> None:
         v = e.get("version")
@@ -88,8 +140,21 @@ class _State:
                 self.status[previous] = "archived"
             self.aliases[CHAMPION] = v
             self.status[v] = "deployed"
+            self._move(e["event"], v)
             self.history.append({"alias": CHAMPION, "from": previous, "to": v, "at": e["at"],
                                  "reason": e.get("reason", ""), "event": e["event"]})
+
+    def _move(self, event: str, version: int) -> None:
+        stack = self.champions
+        if event == "promoted":
+            if not stack or stack[-1] != version:
+                stack.append(version)
+            return
+        if stack:
+            stack.pop()
+        if not stack or stack[-1] != version:  # a log written before the stack (rollbacks went one step only)
+            below = [i for i, v in enumerate(stack) if v == version]
+            stack[:] = stack[: below[-1] + 1] if below else [version]
 
 
 class Registry:
@@ -100,9 +165,7 @@ class Registry:
 
     # -- keys -------------------------------------------------------------------
     def _m(self, model: str) -> str:
-        if not model or "/" in model or model.startswith("."):
-            raise RegistryError(f"invalid model name {model!r}: use letters, digits, '-' or '_'")
-        return f"{self.prefix}/{model}"
+        return f"{self.prefix}/{validate_model_name(model)}"
 
     def _ledger(self, model: str, name: str) -> Ledger:
         key = f"{self._m(model)}/{name}"
@@ -118,11 +181,39 @@ class Registry:
 
     # -- reading ----------------------------------------------------------------
     def models(self) -> list[str]:
-        parts = [k[len(self.prefix) + 1 :].split("/") for k in self.store.list(self.prefix)]
-        return sorted({p[0] for p in parts if len(p) == 4 and p[1] == "versions" and p[3] == "entry.json"})
+        """Names of the models in the registry, sorted.
 
-    def versions(self, model: str) -> list[int]:
-        return self._ledger(model, "versions").slots()
+        A folder under the registry that is not a model (a name the rule refuses, such as
+        ``.trash``, or no ``versions`` and ``log`` entries) is skipped with a warning, so a
+        stray folder never breaks a listing or the registry page.
+        """
+        found: dict[str, set[str]] = {}
+        for key in self.store.list(self.prefix):
+            parts = key[len(self.prefix) + 1 :].split("/")
+            found.setdefault(parts[0], set())
+            if len(parts) == 4 and parts[1] in ("versions", "log") and parts[3] == "entry.json":
+                found[parts[0]].add(parts[1])
+        models = []
+        for name, ledgers in sorted(found.items()):
+            if not _is_model_name(name):
+                log.warning("skipped %r under %s: not a model name (%s)", name, self.store.uri(self.prefix),
+                            _NAME_RULE)
+            elif ledgers != {"versions", "log"}:
+                log.warning("skipped %r under %s: it holds no registry versions and log (not a model, or its "
+                            "first registration is not complete)", name, self.store.uri(self.prefix))
+            else:
+                models.append(name)
+        return models
+
+    def versions(self, model: str, state: _State | None = None) -> list[int]:
+        """Versions whose registration completed (artifact written, then logged), ascending."""
+        registered = (state or self._state(model)).registered
+        return [v for v in self._ledger(model, "versions").slots() if v in registered]
+
+    def incomplete(self, model: str) -> list[int]:
+        """Version numbers claimed by a registration that never completed (killed, or still running)."""
+        registered = self._state(model).registered
+        return [v for v in self._ledger(model, "versions").slots() if v not in registered]
 
     def _state(self, model: str, before: int | None = None) -> _State:
         state = _State()
@@ -134,34 +225,55 @@ class Registry:
         return dict(self._state(model).aliases)
 
     def _version(self, model: str, version: int, state: _State) -> ModelVersion:
-        mv = ModelVersion(**self._ledger(model, "versions").read(version))
+        ledger = self._ledger(model, "versions")
+        entry = ledger.read(version)
+        try:
+            mv = ModelVersion(**entry)
+        except TypeError as exc:
+            raise RegistryError(f"{self.store.uri(f'{ledger.prefix}/{version:06d}/entry.json')} is not a registry "
+                                f"version entry ({exc}): restore it or move the folder out of the registry") from None
         mv.status = state.status.get(version, mv.status)
         mv.decision = state.decisions.get(version, mv.decision)
         mv.aliases = sorted(a for a, v in state.aliases.items() if v == version)
         return mv
 
     def get(self, model: str, version: int) -> ModelVersion:
-        self._require(model, version)
-        return self._version(model, version, self._state(model))
+        state = self._state(model)
+        self._require(model, version, state)
+        return self._version(model, version, state)
 
-    def _require(self, model: str, version: int) -> None:
-        """Fail clearly on an unknown version (without replaying the log, as ``get`` does)."""
-        known = self.versions(model)
+    def _require(self, model: str, version: int, state: _State | None = None) -> None:
+        """Fail clearly on an unknown (or not yet completely registered) version."""
+        known = self.versions(model, state)
         if version not in known:
             raise RegistryError(f"{model} has no version {version} (known: {known or 'none'})")
 
     def list(self, model: str | None = None) -> list[ModelVersion]:
+        """Every visible version of ``model``, or of every model.
+
+        Listing every model skips (with a warning) one whose entries cannot be read, so one
+        damaged folder does not hide the rest; asking for that model by name raises.
+        """
         out = []
         for name in [model] if model else self.models():
-            state = self._state(name)
-            out += [self._version(name, v, state) for v in self.versions(name)]
+            try:
+                out += self._list_one(name)
+            except (RegistryError, StoreError) as exc:
+                if model:
+                    raise
+                log.warning("skipped model %r: %s", name, exc)
         return out
 
+    def _list_one(self, model: str) -> list[ModelVersion]:
+        state = self._state(model)
+        return [self._version(model, v, state) for v in self.versions(model, state)]
+
     def latest(self, model: str) -> ModelVersion:
-        versions = self.versions(model)
+        state = self._state(model)
+        versions = self.versions(model, state)
         if not versions:
             raise RegistryError(f"no versions of {model} are registered yet: run the training DAG first")
-        return self.get(model, versions[-1])
+        return self._version(model, versions[-1], state)
 
     def best(self, model: str, metric: str, lower_is_better: bool = False) -> ModelVersion:
         scored = [mv for mv in self.list(model) if isinstance(mv.metrics.get(metric), (int, float))]
@@ -245,6 +357,7 @@ class Registry:
         if version in self._state(model).registered:
             return self.get(model, version)
         key = self.artifact_key(model, version)
+        self.store.sweep_partial_writes(f"{self._m(model)}/artifacts")  # what killed registrations left
         if source is not None or not self.store.exists(key):
             uri = self._ledger(model, "versions").read(version)["source_artifact_uri"]
             self.store.write_bytes(key, source if source is not None else _read_artifact(uri))
@@ -300,18 +413,34 @@ class Registry:
                                          "previous": self._state(model, seq).aliases.get(CHAMPION)})
         return self.get(model, version)
 
-    def rollback(self, model: str, reason: str = "rollback") -> ModelVersion:
-        """Move the champion back to the version it pointed to before the current one."""
+    def rollback(self, model: str, reason: str = "rollback", expected: int | None = None) -> ModelVersion:
+        """Undo the latest champion move that is not undone yet: back to the champion before it.
+
+        The champions form a stack (see :class:`_State`): a promotion pushes, a rollback
+        pops, so rolling back again walks further back (1→2→3: 2, then 1), never forward
+        to the version just rolled away from.  ``expected`` is the version the caller
+        believes is the champion: if another rollback or promotion moved it first, this
+        raises :class:`RegistryConflict` and changes nothing, so a repeated or concurrent
+        rollback cannot walk back a step too far.  Checked and written as one log entry
+        (compare-and-append), so two callers with the same ``expected`` move it once.
+        """
 
         def entry(seq: int) -> dict[str, Any]:
             state = self._state(model, seq)
             current = state.aliases.get(CHAMPION)
+            if expected is not None and current != expected:
+                now = f"the champion is v{current}" if current is not None else "there is no champion"
+                retry = f", then retry with --expect-current {current}" if current is not None else ""
+                raise RegistryConflict(f"rollback of {model}: {now}, not v{expected} as expected (someone else "
+                                       "moved it); nothing was changed: check `streamguard-ml registry show "
+                                       f"{model} deployed`{retry}")
             if current is None:
                 raise RegistryError(f"{model} has never had a champion: nothing to roll back")
-            moves = [h for h in state.history if h["to"] == current and h["from"] is not None]
-            if not moves:
-                raise RegistryError(f"{model} v{current} has no earlier champion to roll back to")
-            return {"event": "rolled_back", "version": moves[-1]["from"], "previous": current, "reason": reason}
+            if len(state.champions) < 2:
+                raise RegistryError(f"{model} v{current} has no earlier champion to roll back to (every "
+                                    "earlier move is rolled back already): promote a version instead")
+            return {"event": "rolled_back", "version": state.champions[-2], "previous": current,
+                    "reason": reason}
 
         return self.get(model, self._append(model, entry)["version"])
 

@@ -46,9 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="manual promotion")
     p.set_defaults(func=cmd_promote)
 
-    p = common(rsub.add_parser("rollback", help="move the champion back to the previous one"))
+    p = common(rsub.add_parser("rollback", help="undo the latest champion move (again: one more step back)",
+                               description="Move the champion back to the one before it; each rollback goes one "
+                                           "step further back through the champion history. With "
+                                           "--expect-current N it changes nothing and exits 3 unless vN is still "
+                                           "the champion, so a repeated or concurrent rollback is a conflict."))
     p.add_argument("model")
     p.add_argument("--reason", default="manual rollback")
+    p.add_argument("--expect-current", type=int, default=None, metavar="N",
+                   help="roll back only if vN is the champion now (else exit 3, nothing changed)")
     p.set_defaults(func=cmd_rollback)
 
     p = common(rsub.add_parser("card", help="a version's model card (written again from its run with --refresh)"))
@@ -124,8 +130,18 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit code of a registry change refused because the registry moved on (not bad input: 2).
+EXIT_CONFLICT = 3
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
-    mv = _registry(args).rollback(_name(args.model), args.reason)
+    from ..registry import RegistryConflict
+
+    try:
+        mv = _registry(args).rollback(_name(args.model), args.reason, expected=args.expect_current)
+    except RegistryConflict as exc:
+        print(f"streamguard-ml {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFLICT
     emit(args, mv.to_dict(), lambda d: print(f"{d['model']} champion rolled back to v{d['version']}"))
     return 0
 
