@@ -20,6 +20,7 @@ import torch
 
 from .dataset import SplitData, pack_tokens
 from .kinds import CONFIG_FILE, GNNKind, TransformerKind, kind_of_directory
+from .packaging import ArchiveLimits, extract_model_archive
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,15 @@ def score_split(kind: GNNKind | TransformerKind, model: torch.nn.Module, data: S
     return Scores(prob, anomaly, logit, prob.copy())
 
 
-def extract_archive(archive: Path, target: Path) -> Path:
-    """Unpack a SageMaker-style ``model.tar.gz`` (refusing paths that escape ``target``)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(target, filter="data")
-    return target
+def extract_archive(archive: Path, target: Path, limits: ArchiveLimits | None = None,
+                    name: str | None = None) -> Path:
+    """Unpack a SageMaker-style ``model.tar.gz`` into ``target``, or refuse it (``packaging.ArchiveError``).
+
+    Only allow-listed regular files and folders, within the size and member caps, are
+    written, member by member, and ``target`` appears only once all of them are.
+    Messages name the archive as ``name`` (e.g. the URI it was read from) or its path.
+    """
+    return extract_model_archive(Path(archive), Path(target), limits, name)
 
 
 def pack_archive(directory: Path) -> bytes:
@@ -127,7 +132,7 @@ class LoadedModel:
         workdir.mkdir(parents=True, exist_ok=True)
         archive = workdir / "model.tar.gz"
         archive.write_bytes(read_uri_bytes(uri))
-        return cls(extract_archive(archive, workdir / "model"))
+        return cls(extract_archive(archive, workdir / "model", name=uri))
 
     @property
     def model_type(self) -> str:

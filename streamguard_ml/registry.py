@@ -330,6 +330,9 @@ class Registry:
             if existing is not None:
                 return self._complete(model, existing)
         source = _read_artifact(artifact_uri)  # fail before claiming a number if the artifact is unreadable
+        from .packaging import check_archive
+
+        check_archive(source, artifact_uri)  # links, escapes, unknown members, bombs: refused before any write
         operating_point = archive_operating_point(source)
 
         def record(v: int) -> dict[str, Any]:

@@ -26,15 +26,18 @@ trained GNN and transformer from the ``gnn`` and ``transformer`` channels.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import logging
 import math
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -151,6 +154,7 @@ def model_directory(path: str | None, what: str = "--init-model") -> Path | None
         return None
     from .inference import extract_archive
     from .kinds import CONFIG_FILE
+    from .packaging import ArchiveError
 
     p = Path(path)
     if (p / CONFIG_FILE).exists():
@@ -158,8 +162,31 @@ def model_directory(path: str | None, what: str = "--init-model") -> Path | None
     archive = p / "model.tar.gz" if p.is_dir() else p
     if not archive.exists():
         raise SystemExit(f"{what} {path}: no model.tar.gz or {CONFIG_FILE} there")
-    label = what.strip("-").replace("-", "_")
-    return extract_archive(archive, Path(os.environ.get("TMPDIR", "/tmp")) / f"sg-{label}-{os.getpid()}")
+    # An unpredictable folder (no other user can plant one first), deleted when the extraction scope ends.
+    scratch = tempfile.TemporaryDirectory(prefix=f"sg-{what.strip('-')}-")
+    (_SCOPES[-1] if _SCOPES else _UNSCOPED).callback(scratch.cleanup)
+    try:
+        return extract_archive(archive, Path(scratch.name) / "model")
+    except ArchiveError as exc:
+        scratch.cleanup()
+        raise SystemExit(f"{what}: {exc}") from exc
+
+
+#: Open extraction scopes (innermost last); model_directory outside any is cleaned up at exit.
+_SCOPES: list[contextlib.ExitStack] = []
+_UNSCOPED = contextlib.ExitStack()
+atexit.register(_UNSCOPED.close)
+
+
+@contextlib.contextmanager
+def extraction_scope() -> Iterator[None]:
+    """Model archives :func:`model_directory` unpacks inside the block are deleted when it ends."""
+    with contextlib.ExitStack() as stack:
+        _SCOPES.append(stack)
+        try:
+            yield
+        finally:
+            _SCOPES.remove(stack)
 
 
 def _check_same_features(trained_on: dict[str, Any], data: dict[str, Any], model_type: str) -> None:
@@ -282,6 +309,11 @@ def _jsonable(obj: Any) -> Any:
 
 def train_model(args: argparse.Namespace) -> dict[str, Any]:
     """Train, early-stop on the validation score, calibrate, choose the threshold, write the model directory."""
+    with extraction_scope():  # what --init-model (or a fusion member) unpacked is deleted once training ends
+        return _train_model(args)
+
+
+def _train_model(args: argparse.Namespace) -> dict[str, Any]:
     from .dataset import load_split
     from .distributed import parameter_checksum, setup
     from .kinds import kind_for

@@ -154,7 +154,9 @@ def test_requests_are_valid_sagemaker_requests(champion):
 def test_local_store_needs_an_s3_prefix(store, tmp_path):
     from streamguard_ml.deployment import stage
 
-    (tmp_path / "m.tar.gz").write_bytes(b"x")
+    from archive_support import FAKE_MODEL
+
+    (tmp_path / "m.tar.gz").write_bytes(FAKE_MODEL)
     mv = Registry(store).register("m", str(tmp_path / "m.tar.gz"), {})
     with pytest.raises(ValueError, match="set serving.s3_prefix"):
         stage(store, mv, ServingConfig())

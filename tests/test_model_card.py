@@ -58,7 +58,9 @@ def evaluated_run(store):
     store.write_json("runs/r1/eval/gnn/challenger-explanations.json", [
         {"id": "s0", "method": "ig", "score": 0.91, "lines": [{"line": 2, "attribution": 0.8}],
          "code": "def f(c, x):\n    c.execute('SELECT ' + x)\n", "vulnerable_lines": [2]}])
-    store.write_bytes("runs/r1/models/gnn/model.tar.gz", b"weights")
+    from archive_support import FAKE_MODEL
+
+    store.write_bytes("runs/r1/models/gnn/model.tar.gz", FAKE_MODEL)
     return metrics
 
 
@@ -90,7 +92,9 @@ def test_card_for_a_registered_version(store, evaluated_run):
 
 
 def test_card_without_evaluation_says_what_is_missing(store, tmp_path):
-    (tmp_path / "m.tar.gz").write_bytes(b"x")
+    from archive_support import FAKE_MODEL
+
+    (tmp_path / "m.tar.gz").write_bytes(FAKE_MODEL)
     mv = Registry(store).register("imported", str(tmp_path / "m.tar.gz"), {"accuracy": 0.9})
     uris = write_model_card(store, "cards/x", mv)
     assert set(uris) == {"json", "markdown"}

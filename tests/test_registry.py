@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from archive_support import FAKE_MODEL, model_archive
 from streamguard_ml.registry import Registry, RegistryError
 from streamguard_ml.store import open_store
 
@@ -22,7 +23,7 @@ def any_store(request):
 @pytest.fixture
 def artifact(tmp_path):
     path = tmp_path / "model.tar.gz"
-    path.write_bytes(b"not really a model")
+    path.write_bytes(FAKE_MODEL)
     return str(path)
 
 
@@ -38,17 +39,17 @@ def test_register_list_show_latest_best_compare(any_store, artifact):
     assert reg.best("m", "f1").version == 1 and reg.best("m", "fpr", lower_is_better=True).version == 2
     cmp = reg.compare("m", 1, 2)
     assert cmp["metrics"]["accuracy"]["delta"] == pytest.approx(0.1)
-    assert any_store.read_bytes(any_store.key_of(reg.get("m", 1).artifact_uri)) == b"not really a model"
+    assert any_store.read_bytes(any_store.key_of(reg.get("m", 1).artifact_uri)) == FAKE_MODEL
     assert [e["event"] for e in reg.events("m")] == ["registered", "registered"]
     with pytest.raises(RegistryError, match="no version 9"):
         reg.get("m", 9)
 
 
 def test_artifact_from_the_store_itself(any_store):
-    any_store.write_bytes("runs/r/models/gnn/model.tar.gz", b"weights")
+    any_store.write_bytes("runs/r/models/gnn/model.tar.gz", FAKE_MODEL)
     mv = Registry(any_store).register("m", any_store.uri("runs/r/models/gnn/model.tar.gz"), {"accuracy": 1.0})
     assert mv.source_artifact_uri.endswith("runs/r/models/gnn/model.tar.gz")
-    assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == b"weights"
+    assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == FAKE_MODEL
 
 
 def test_idempotency_key_returns_the_same_version(any_store, artifact):
@@ -67,7 +68,7 @@ def test_a_retry_completes_a_registration_that_crashed_half_way(any_store, artif
         "idempotency_key": "run-9:gnn", "decision": None, "source_artifact_uri": artifact})
     assert not any_store.exists(reg.artifact_key("m", 1))
     mv = reg.register("m", artifact, {}, idempotency_key="run-9:gnn")
-    assert mv.version == 1 and any_store.read_bytes(reg.artifact_key("m", 1)) == b"not really a model"
+    assert mv.version == 1 and any_store.read_bytes(reg.artifact_key("m", 1)) == FAKE_MODEL
     assert [e["event"] for e in reg.events("m")] == ["registered"]
 
 
@@ -150,7 +151,7 @@ def test_eight_concurrent_processes_get_distinct_versions_and_an_intact_index(an
     assert {mv.version: mv.metrics["accuracy"] * 10 for mv in listed} == pytest.approx(
         {v: float(versions.index(v)) for v in range(1, 9)})
     for mv in listed:
-        assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == b"not really a model"
+        assert any_store.read_bytes(any_store.key_of(mv.artifact_uri)) == FAKE_MODEL
     events = reg.events("m")
     assert sorted(e["version"] for e in events if e["event"] == "registered") == list(range(1, 9))
     promotions = [e for e in events if e["event"] == "promoted"]
@@ -202,6 +203,9 @@ def test_the_operating_point_is_read_from_the_archive_at_registration(store, tmp
     with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as tar:  # nothing was extracted to read it
         assert "streamguard_model.json" in tar.getnames()
     plain = tmp_path / "plain.tar.gz"
-    plain.write_bytes(b"not an archive")
+    plain.write_bytes(model_archive({"model_type": "gnn"}))
     old = Registry(store).register("imported", str(plain), {"accuracy": 0.5})
     assert old.operating_point is None and old.threshold == 0.5  # saved before operating points: 0.5
+    plain.write_bytes(b"not an archive")  # not a model at all: refused (tests/test_archive_safety.py)
+    with pytest.raises(RegistryError, match="not a readable gzip-compressed tar"):
+        Registry(store).register("imported", str(plain), {"accuracy": 0.5})

@@ -35,7 +35,9 @@ def populated(tmp_path_factory):
     y = np.array([1, 0] * 40)
     records = pd.DataFrame({"id": [f"s{i}" for i in range(80)], "label": y, "pair_id": [f"p{i // 2}" for i in range(80)],
                             "cwe": ["CWE-89"] * 80})
-    store.write_bytes("runs/r/model.tar.gz", b"weights")
+    from archive_support import FAKE_MODEL
+
+    store.write_bytes("runs/r/model.tar.gz", FAKE_MODEL)
     for version, noise in ((1, 0.35), (2, 0.15)):
         prob = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, noise, 80), 0, 1)
         preds = records.assign(prob=prob, pred=(prob >= 0.5).astype(int))
