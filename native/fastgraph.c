@@ -190,6 +190,8 @@ typedef struct {
     uint32_t *name_off, *name_len; int32_t *name_slot; size_t name_cap, n_names;
     /* scratch for dotted names */
     char *scratch; size_t scratch_cap;
+    /* merge(): name id → its slot in the merged Defs, -1 between calls */
+    int32_t *merge_pos; size_t merge_cap;
 } B;
 
 static void fail(B *b, int why) { if (b->fail == 0 || why == 2) b->fail = why; }
@@ -893,20 +895,37 @@ static void defs_put(B *b, Defs *d, int32_t name, Set s) {
     d->names[d->n] = name; d->sets[d->n] = s; d->n++;
 }
 
+/* graphs._merge: the union of the states' definitions, names in first-seen order.  A name's slot is
+ * found through merge_pos (not by scanning out): a linear scan made every `if` cost O(names^2), so a
+ * function of a few thousand `if` statements took seconds. */
 static Defs *merge(B *b, Defs **states, int count) {
     int32_t total = 0;
     for (int i = 0; i < count; i++) if (states[i]) total += states[i]->n;
     Defs *out = defs_new(b, total);
     if (!out) return NULL;
+    if (b->n_names > b->merge_cap) {
+        size_t cap = b->n_names * 2;
+        int32_t *pos = realloc(b->merge_pos, cap * sizeof(int32_t));
+        if (!pos) { fail(b, 2); return NULL; }
+        for (size_t k = b->merge_cap; k < cap; k++) pos[k] = -1;
+        b->merge_pos = pos; b->merge_cap = cap;
+    }
     for (int i = 0; i < count; i++) {
         const Defs *s = states[i];
         for (int32_t k = 0; s && k < s->n; k++) {
-            int32_t j = 0;
-            while (j < out->n && out->names[j] != s->names[k]) j++;
-            if (j == out->n) { out->names[j] = s->names[k]; out->sets[j] = s->sets[k]; out->n++; }
-            else out->sets[j] = set_union(b, out->sets[j], s->sets[k]);
+            int32_t name = s->names[k], j;
+            if (name < 0) { fail(b, 2); continue; }  /* only a failed intern() gives -1 */
+            j = b->merge_pos[name];
+            if (j < 0) {
+                j = out->n++;
+                out->names[j] = name; out->sets[j] = s->sets[k];
+                b->merge_pos[name] = j;
+            } else {
+                out->sets[j] = set_union(b, out->sets[j], s->sets[k]);
+            }
         }
     }
+    for (int32_t k = 0; k < out->n; k++) b->merge_pos[out->names[k]] = -1;
     return out;
 }
 
@@ -1281,32 +1300,38 @@ static Defs *dfg_stmt(B *b, TSNode stmt, Defs *defs) {
 }
 
 /* -- taint (graphs._Builder.propagate_taint) ---------------------------------------------------------- */
-/* Sort edges by (src, dst, type) and drop duplicates: a counting sort by src, then
- * insertion sort inside each (small) bucket. */
+/* Sort edges by (src, dst, type) and drop duplicates: two stable counting sorts, by (dst, type) and
+ * then by src, so linear in nodes + edges whatever order the edges came in.  (An insertion sort inside
+ * each src bucket was quadratic when one definition reaches thousands of uses, which walk_uses lists
+ * in reverse: a parameter read all along a chain of conditional expressions, 1 MB in 16 s.) */
 static void sort_edges(B *b) {
     size_t n = b->nodes.n, ne = b->edges.n;
     if (ne == 0) return;
-    size_t *start = calloc(n + 2, sizeof(size_t));
-    Edge *tmp = malloc(ne * sizeof(Edge));
-    if (!start || !tmp) { free(start); free(tmp); fail(b, 2); return; }
-    for (size_t e = 0; e < ne; e++) start[b->edges.v[e].s + 1]++;
-    for (size_t i = 0; i < n; i++) start[i + 1] += start[i];
-    for (size_t e = 0; e < ne; e++) tmp[start[b->edges.v[e].s]++] = b->edges.v[e];
-    size_t w = 0, lo = 0;
-    for (size_t i = 0; i < n; i++) {  /* start[i] is now the end of bucket i */
-        size_t hi = start[i];
-        for (size_t k = lo + 1; k < hi; k++) {
-            Edge x = tmp[k];
-            size_t j = k;
-            while (j > lo && (tmp[j - 1].d > x.d || (tmp[j - 1].d == x.d && tmp[j - 1].t > x.t))) { tmp[j] = tmp[j - 1]; j--; }
-            tmp[j] = x;
-        }
-        for (size_t k = lo; k < hi; k++)
-            if (k == lo || tmp[k].d != tmp[k - 1].d || tmp[k].t != tmp[k - 1].t) b->edges.v[w++] = tmp[k];
-        lo = hi;
+    int32_t tmin = b->edges.v[0].t, tmax = tmin;
+    for (size_t e = 1; e < ne; e++) {
+        int32_t t = b->edges.v[e].t;
+        if (t < tmin) tmin = t;
+        if (t > tmax) tmax = t;
     }
+    size_t types = (size_t)((int64_t)tmax - tmin) + 1, keys = n * types;
+    size_t *count = calloc(keys + 1, sizeof(size_t));
+    Edge *tmp = malloc(ne * sizeof(Edge));
+    if (!count || !tmp) { free(count); free(tmp); fail(b, 2); return; }
+    Edge *v = b->edges.v;
+#define DT_KEY(x) ((size_t)(x).d * types + (size_t)((x).t - tmin))
+    for (size_t e = 0; e < ne; e++) count[DT_KEY(v[e]) + 1]++;
+    for (size_t k = 0; k < keys; k++) count[k + 1] += count[k];
+    for (size_t e = 0; e < ne; e++) tmp[count[DT_KEY(v[e])]++] = v[e];
+#undef DT_KEY
+    memset(count, 0, (n + 1) * sizeof(size_t));
+    for (size_t e = 0; e < ne; e++) count[(size_t)tmp[e].s + 1]++;
+    for (size_t i = 0; i < n; i++) count[i + 1] += count[i];
+    for (size_t e = 0; e < ne; e++) v[count[(size_t)tmp[e].s]++] = tmp[e];
+    size_t w = 0;
+    for (size_t e = 0; e < ne; e++)
+        if (w == 0 || v[e].s != v[w - 1].s || v[e].d != v[w - 1].d || v[e].t != v[w - 1].t) v[w++] = v[e];
     b->edges.n = w;
-    free(start); free(tmp);
+    free(count); free(tmp);
 }
 
 static int builds_string(B *b, int32_t i) {
@@ -1440,6 +1465,7 @@ static void builder_free(B *b) {
     free(b->keys); free(b->vals);
     free(b->names_buf); free(b->name_off); free(b->name_len); free(b->name_slot);
     free(b->scratch);
+    free(b->merge_pos);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
