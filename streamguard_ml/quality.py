@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from .config import QualityLimits
-from .records import CWE_NAMES, VULN_TYPE_TO_CWE, Reason, Rejected, Sample, cwe_of, stable_id
+from .records import CWE_NAMES, VULN_TYPE_TO_CWE, Reason, Rejected, Sample, code_fault, cwe_of, stable_id
 from .sources.synthetic import changed_lines
 
 SUPPORTED_LANGUAGES = {"python", "py", "python3"}
@@ -49,8 +49,8 @@ def _check_code(rec: dict, code: object, limits: QualityLimits) -> Rejected | st
                        f"{limits.max_code_chars} chars / {limits.max_lines} lines: split the file into functions")
     if len(code.strip()) < limits.min_code_chars:
         return _reject(rec, Reason.TOO_SHORT, f"only {len(code.strip())} characters of code")
-    if "\x00" in code:
-        return _reject(rec, Reason.NON_UTF8, "code contains NUL bytes")
+    if fault := code_fault(code):  # NUL bytes etc.: the content rule `predict` shares
+        return _reject(rec, *fault)
     return textwrap.dedent(code.expandtabs(4))
 
 

@@ -144,6 +144,24 @@ def utf8_fault(name: str, value: str) -> str | None:
     return None
 
 
+def code_fault(code: Any, name: str = "code") -> tuple[str, str] | None:
+    """(reason, detail) when ``code`` is no function text a model may read; None when it is.
+
+    The content rule ingest and scoring share (``quality.normalise`` quarantines such a record,
+    ``predict`` and the endpoint answer an error row), so nothing is scored that ingest rejects:
+    a non-empty string, UTF-8-encodable, without NUL bytes.  Sizes are each stage's own
+    setting (``QualityLimits`` for training data, ``InferenceLimits`` for scoring).
+    """
+    if not isinstance(code, str) or not code.strip():
+        return Reason.MISSING_CODE, f"field '{name}' is missing or empty: add the function source"
+    if fault := utf8_fault(name, code):
+        return Reason.NON_UTF8, fault
+    if "\x00" in code:
+        return Reason.NON_UTF8, (f"field '{name}' contains NUL bytes (the first at character {code.index(chr(0))}): "
+                                 "send source text, not a binary file")
+    return None
+
+
 def text_fault(name: str, value: Any, ident: bool = False) -> tuple[str, str] | None:
     """(reason, detail) when ``value`` is not a storable string (or, for ``ident``, integer); None if fine."""
     if value is None:
