@@ -53,45 +53,53 @@ def default_store() -> str:
     return os.environ.get("STREAMGUARD_STORE") or str(Path.home() / ".streamguard")
 
 
-#: Deployment setting (environment, never a run Param): comma-separated folders and URI prefixes that
-#: sources may be read from; see :attr:`PipelineConfig.source_roots`.  Unset: anywhere (the laptop default).
+# -- deployment policy: settings of the environment, never of a run (whoever triggers a run must
+#    not be able to lift them), so they are not PipelineConfig fields and no Param can name them.
+#: Comma-separated folders and URI prefixes (``s3://bucket/prefix``; ``s3://`` alone: any bucket)
+#: that sources may be read from, besides the store.  Unset: anywhere (the laptop default).
 SOURCE_ROOTS_ENV = "STREAMGUARD_SOURCE_ROOTS"
-
-
-def default_source_roots() -> tuple[str, ...]:
-    """The deployment's source path policy: ``STREAMGUARD_SOURCE_ROOTS`` split at commas (empty: anywhere)."""
-    return tuple(r.strip() for r in os.environ.get(SOURCE_ROOTS_ENV, "").split(",") if r.strip())
-
-
-#: Deployment setting (environment, never a run Param: whoever triggers a run must not lift it):
-#: comma-separated stores a run's ``store`` Param may name, each a directory or ``s3://bucket/prefix``
-#: that the named store must equal or lie under.  Unset: any store (the laptop default).
+#: Comma-separated stores a run's ``store`` Param may name (the store must equal or lie under
+#: one).  Unset: any store (the laptop default).
 ALLOWED_STORES_ENV = "STREAMGUARD_ALLOWED_STORES"
 
 
-def check_store_allowed(root: str, allowed: str | None = None) -> str:
-    """``root`` if the deployment lets a run use it, else ValueError naming the setting.
+def deployment_roots(env: str) -> tuple[str, ...]:
+    """The roots a policy setting lists (empty: no restriction)."""
+    return tuple(r.strip() for r in os.environ.get(env, "").split(",") if r.strip())
 
-    Directories are compared after resolving ``..`` and symlinks, so ``/srv/store/../etc``
-    is not "under" ``/srv/store``.
-    """
-    allowed = os.environ.get(ALLOWED_STORES_ENV) if allowed is None else allowed
-    roots = [r.strip() for r in (allowed or "").split(",") if r.strip()]
-    if not roots or any(_under(root, r) for r in roots):
+
+def is_uri(path: str) -> bool:
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme != "file" and scheme.isalnum()
+
+
+def local_path(path: str) -> str:
+    """A local path as it will be opened (``file://`` and ``~`` understood), with links and ``..`` resolved."""
+    return os.path.realpath(os.path.expanduser(path.removeprefix("file://")))
+
+
+def within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it: local paths after resolving links and ``..``,
+    URIs by whole path segments (never with ``..``); ``s3://`` alone: any path of that scheme."""
+    if is_uri(path) or is_uri(root):
+        if not (is_uri(path) and is_uri(root)) or ".." in path.split("/"):
+            return False
+        if root.endswith("://"):
+            return path.startswith(root)
+        base = root.rstrip("/")
+        return path == base or path.startswith(base + "/")
+    real, base = local_path(path), local_path(root)
+    return os.path.commonpath([real, base]) == base
+
+
+def check_store_allowed(root: str, allowed: tuple[str, ...] | None = None) -> str:
+    """``root`` if the deployment lets a run use it (:data:`ALLOWED_STORES_ENV`), else ValueError naming the setting."""
+    allowed = deployment_roots(ALLOWED_STORES_ENV) if allowed is None else allowed
+    if not allowed or any(within(root, r) for r in allowed):
         return root
-    raise ValueError(f"store {root!r} is not one this deployment allows ({ALLOWED_STORES_ENV}={allowed!r}): "
+    raise ValueError(f"store {root!r} is not one this deployment allows ({ALLOWED_STORES_ENV}={','.join(allowed)}): "
                      "leave the store Param empty to use the deployment's store, or ask its operator "
                      "to add the store to the setting")
-
-
-def _under(path: str, root: str) -> bool:
-    if path.startswith("s3://") or root.startswith("s3://"):
-        path_parts = [p for p in path.removeprefix("s3://").split("/") if p]
-        root_parts = [p for p in root.removeprefix("s3://").split("/") if p]
-        return (path.startswith("s3://") and root.startswith("s3://") and ".." not in path_parts
-                and path_parts[: len(root_parts)] == root_parts)
-    resolved, base = Path(path.removeprefix("file://")).resolve(), Path(root.removeprefix("file://")).resolve()
-    return resolved == base or base in resolved.parents
 
 
 @dataclass(frozen=True)
@@ -201,10 +209,6 @@ class PipelineConfig:
     #: 800 synthetic functions keep `make run` under 10 minutes on 2 cores; their scores say the
     #: pipeline works, not how it does on real code (train on real data for that).
     sources: tuple[str, ...] = ("synthetic:800",)
-    #: Where sources may be read from: folders and URI prefixes (``s3://bucket/prefix``; ``s3://``: any
-    #: bucket), and always the store.  Empty (the laptop default): anywhere.  The deployment's setting,
-    #: from ``STREAMGUARD_SOURCE_ROOTS``, which a run's Params cannot change (see ``streamguard_ml.sources``).
-    source_roots: tuple[str, ...] = field(default_factory=default_source_roots)
     training_backend: str = "local"
     base_model: str = EMBEDDED_BASE_MODEL
     gnn_epochs: int = 25
@@ -338,24 +342,21 @@ class PipelineConfig:
             raise ValueError("pair_loss_weight and pair_margin must be >= 0 (0 switches the pair loss off)")
         if self.patience < 1 or self.min_epochs < 1:
             raise ValueError("patience and min_epochs must be >= 1")
-        if self.source_roots:
+        if deployment_roots(SOURCE_ROOTS_ENV):  # fail at the run's first task, not at ingest
             from .sources import check_source
 
             for spec in self.all_sources():
-                check_source(spec, self.source_roots)
+                check_source(spec)
         return self
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "PipelineConfig":
         """Build from Airflow Params / JSON, ignoring keys that are not settings."""
         kwargs = settings_from(cls, values)
-        for key in ("sources", "retrain_reasons", "source_roots"):
+        for key in ("sources", "retrain_reasons"):
             if key in kwargs:
                 value = kwargs[key]
                 kwargs[key] = tuple([value] if isinstance(value, str) else value)
-        if kwargs.get("source_roots", default_source_roots()) != default_source_roots():
-            raise ValueError(f"source_roots={list(kwargs['source_roots'])}: where sources may be read from is the "
-                             f"deployment's setting ({SOURCE_ROOTS_ENV}), not a run's: leave it out of the Params")
         if isinstance(kwargs.get("limits"), dict):
             kwargs["limits"] = QualityLimits(**kwargs["limits"])
         if isinstance(kwargs.get("sagemaker"), dict):

@@ -30,7 +30,7 @@ def read_all(sources: Sequence[str], limits: QualityLimits, advisories: Advisory
 
     Every item a connector yields becomes samples or quarantine entries, never an
     exception: the per-source count is the number of inputs both account for.
-    ``roots``: the source path policy (default: the deployment's ``source_roots``).
+    ``roots``: the source path policy (default: the deployment's ``STREAMGUARD_SOURCE_ROOTS``).
     Returns (samples, rejected, per-source input counts).
     """
     samples: list[Sample] = []
@@ -66,7 +66,7 @@ def collect(sources: Sequence[str], limits: QualityLimits,
     """Every source read, validated and parse-checked (not yet de-duplicated).
 
     Every source is checked against the source path policy (``roots``, default the
-    deployment's ``source_roots``) before any is read.
+    deployment's ``STREAMGUARD_SOURCE_ROOTS``) before any is read.
     Returns (samples, rejected, per-source input counts, advisory summary).
     """
     sample_specs, metadata_specs = split_specs(sources, roots)
@@ -105,7 +105,7 @@ def ingest(store: Store, run: str, sources: Sequence[str], limits: QualityLimits
            roots: Sequence[str] | None = None) -> dict:
     """Read sources into ``runs/<run>/ingest/``; returns the ``ingest --json`` report.
 
-    ``roots``: where sources may be read from (default: the deployment's ``source_roots``).
+    ``roots``: where sources may be read from (default: the deployment's ``STREAMGUARD_SOURCE_ROOTS``).
     """
     samples, rejected, per_source, advisories = collect(sources, limits or QualityLimits(), roots)
     samples, duplicates, dup_counts = deduplicate(samples)

@@ -18,7 +18,7 @@ def test_stores_under_an_allowed_root_pass_and_others_are_refused(tmp_path):
     (root / "team-a").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     (root / "link").symlink_to(tmp_path / "elsewhere")
-    allowed = f"{root}, s3://artifacts/streamguard"
+    allowed = (str(root), "s3://artifacts/streamguard")
     for ok in (str(root), str(root / "team-a"), "s3://artifacts/streamguard", "s3://artifacts/streamguard/team-b"):
         assert check_store_allowed(ok, allowed) == ok
     for bad in (str(tmp_path / "elsewhere"), f"{root}/../elsewhere", str(root / "link"), "/etc",

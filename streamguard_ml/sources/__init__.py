@@ -9,16 +9,15 @@ input silently.  *Metadata* kinds (``osv``, ``ghsa``) yield no samples: they
 are loaded into an :class:`~.advisories.AdvisoryIndex` that enriches the
 records of the other sources.
 
-**Where sources may be read from** is the deployment's setting ``source_roots``
-(:class:`~streamguard_ml.config.PipelineConfig`, from ``STREAMGUARD_SOURCE_ROOTS``,
-comma-separated): folders and URI prefixes (``s3://bucket/prefix``; ``s3://`` alone:
+**Where sources may be read from** is the deployment's setting ``STREAMGUARD_SOURCE_ROOTS``
+(an environment variable, comma-separated; see :mod:`streamguard_ml.config`): folders and URI prefixes (``s3://bucket/prefix``; ``s3://`` alone:
 any bucket).  Empty (the laptop default) means anywhere.  Set, every path is checked
 here, where a spec is resolved and before anything is read (:func:`check_source`): a
 local path after resolving ``~``, ``..`` and symbolic links, a URI by whole path
 segments and never with ``..`` in it.  The deployment's store (``STREAMGUARD_STORE``)
 is always allowed: the retraining monitor passes feedback batches from it.
-``synthetic`` reads no path.  A run cannot change the setting (``PipelineConfig``
-refuses a ``source_roots`` Param that differs from it).  Links *inside* an allowed
+``synthetic`` reads no path.  A run cannot change the setting: it is no
+``PipelineConfig`` field, so no Param or ``dag_run.conf`` key can name it.  Links *inside* an allowed
 folder are the operator's: files found below a folder are not checked one by one.
 
 A file that is not what its kind says (not JSON lines, not SQLite) is a
@@ -100,44 +99,21 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def _is_uri(path: str) -> bool:
-    scheme, sep, _ = path.partition("://")
-    return bool(sep) and scheme != "file" and scheme.isalnum()
-
-
-def _local(path: str) -> str:
-    """A local path as the connectors open it (``file://`` and ``~`` understood), fully resolved."""
-    return os.path.realpath(os.path.expanduser(path.removeprefix("file://")))
-
-
-def _allowed(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or below it (``s3://`` alone: any path of that scheme)."""
-    if _is_uri(path) or _is_uri(root):
-        if not (_is_uri(path) and _is_uri(root)) or ".." in path.split("/"):
-            return False
-        if root.endswith("://"):
-            return path.startswith(root)
-        base = root.rstrip("/")
-        return path == base or path.startswith(base + "/")
-    real, base = _local(path), _local(root)
-    return os.path.commonpath([real, base]) == base
-
-
 def check_source(spec: str, roots: Sequence[str] | None = None) -> tuple[str, str]:
     """``(kind, path)`` of ``spec`` if the source path policy lets it be read, else SourceError.
 
-    ``roots`` defaults to the deployment's ``source_roots`` (``STREAMGUARD_SOURCE_ROOTS``).
+    ``roots`` defaults to the deployment's (``STREAMGUARD_SOURCE_ROOTS``).
     """
-    from ..config import default_source_roots, default_store
+    from ..config import SOURCE_ROOTS_ENV, default_store, deployment_roots, is_uri, local_path, within
 
     kind, path = parse_spec(spec)
-    roots = default_source_roots() if roots is None else tuple(roots)
-    if not roots or kind == "synthetic" or any(_allowed(path, root) for root in (*roots, default_store())):
+    roots = deployment_roots(SOURCE_ROOTS_ENV) if roots is None else tuple(roots)
+    if not roots or kind == "synthetic" or any(within(path, root) for root in (*roots, default_store())):
         return kind, path
-    shown = path if _is_uri(path) or _local(path) == path else f"{path} (that is {_local(path)})"
+    shown = path if is_uri(path) or local_path(path) == path else f"{path} (that is {local_path(path)})"
     raise SourceError(f"source {spec!r}: {shown} is outside the allowed source roots {list(roots)} and the "
-                      "store (setting source_roots, from STREAMGUARD_SOURCE_ROOTS): move the data under one of "
-                      "them, or have the operator add its folder or prefix to STREAMGUARD_SOURCE_ROOTS")
+                      f"store (the deployment setting {SOURCE_ROOTS_ENV}): move the data under one of "
+                      f"them, or have the operator add its folder or prefix to {SOURCE_ROOTS_ENV}")
 
 
 def read_source(spec: str, roots: Sequence[str] | None = None) -> Iterator[dict | Rejected]:
