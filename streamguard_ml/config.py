@@ -63,6 +63,18 @@ SOURCE_ROOTS_ENV = "STREAMGUARD_SOURCE_ROOTS"
 ALLOWED_STORES_ENV = "STREAMGUARD_ALLOWED_STORES"
 
 
+#: Largest size one compressed source file may decompress to, in bytes (default 1 GiB): a 4.8 MB
+#: gzip of repeated lines is 541 MB unpacked, and it is all held in memory while it is read.
+MAX_SOURCE_BYTES_ENV = "STREAMGUARD_MAX_SOURCE_BYTES"
+
+
+def max_source_bytes() -> int:
+    value = os.environ.get(MAX_SOURCE_BYTES_ENV, "")
+    if value and not value.isdigit():
+        raise ValueError(f"{MAX_SOURCE_BYTES_ENV}={value!r}: give a size in bytes, e.g. 1073741824")
+    return int(value) if value else 1 << 30
+
+
 def deployment_roots(env: str) -> tuple[str, ...]:
     """The roots a policy setting lists (empty: no restriction)."""
     return tuple(r.strip() for r in os.environ.get(env, "").split(",") if r.strip())

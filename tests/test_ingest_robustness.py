@@ -257,3 +257,22 @@ def test_random_records_are_each_accepted_or_quarantined_with_a_reason(lines):
         assert len(samples) == report["accepted"]
         assert all(s.label in (0, 1) and all(type(n) is int and n >= 1 for n in s.vulnerable_lines) for s in samples)
 
+
+
+def test_a_gzip_bomb_is_refused_past_the_size_cap(store, tmp_path, monkeypatch):
+    """Issue 17 item 12: a small .jsonl.gz decompressed without limit (4.8 MB became 541 MB)."""
+    import gzip
+
+    line = json.dumps({"id": "x", "code": "def f():\n    return 1\n", "label": 0}).encode() + b"\n"
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gzip.compress(line * 20_000))  # ~1 MB unpacked, a few KB packed
+    monkeypatch.setenv("STREAMGUARD_MAX_SOURCE_BYTES", "100000")
+    with pytest.raises(SourceError, match=r"decompresses to more than 100,000 bytes.*STREAMGUARD_MAX_SOURCE_BYTES"):
+        ingest(store, "bomb", [f"jsonl:{bomb}"])
+    (tmp_path / "broken.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(SourceError, match="not a readable gzip file"):
+        ingest(store, "broken", [f"jsonl:{tmp_path / 'broken.jsonl.gz'}"])
+    monkeypatch.setenv("STREAMGUARD_MAX_SOURCE_BYTES", str(len(line) * 20_000))  # exactly fits
+    from streamguard_ml.sources.jsonl import iter_lines
+
+    assert sum(1 for _ in iter_lines(str(bomb))) == 20_000

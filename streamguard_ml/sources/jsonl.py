@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import json
 from typing import Iterator
 
@@ -33,11 +34,29 @@ def iter_lines(path: str) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes) for every non-blank line; a leading UTF-8 BOM is dropped."""
     data = read_uri_bytes(path)
     if path.endswith(".gz"):
-        data = gzip.decompress(data)
+        data = gunzip_capped(path, data)
     data = data.removeprefix(codecs.BOM_UTF8)  # what reading as utf-8-sig does: spreadsheet exports add one
     for number, raw in enumerate(data.splitlines(), start=1):
         if raw.strip():
             yield number, raw
+
+
+def gunzip_capped(path: str, data: bytes) -> bytes:
+    """``data`` decompressed, refused (SourceError) past the deployment's size cap: a gzip bomb
+    must not take the worker's memory."""
+    from ..config import MAX_SOURCE_BYTES_ENV, max_source_bytes
+    from . import SourceError
+
+    cap = max_source_bytes()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
+            out = handle.read(cap + 1)
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{path} is not a readable gzip file ({exc}): re-compress it or drop the .gz suffix") from None
+    if len(out) > cap:
+        raise SourceError(f"{path} decompresses to more than {cap:,} bytes ({len(data):,} compressed): split it into "
+                          f"smaller files or raise {MAX_SOURCE_BYTES_ENV}")
+    return out
 
 
 def decode_json_line(path: str, number: int, raw: bytes) -> dict | Rejected:
