@@ -140,6 +140,34 @@ class QualityLimits:
 
 
 @dataclass(frozen=True)
+class InferenceLimits:
+    """How much code ``predict`` and the endpoint take at once: scoring holds about 2 GB of memory
+    per MB of code (one 1 MB function once took 4 GB), so size is refused before it is featurised.
+
+    A function over the per-function limits is an error row, never scored.  The endpoint refuses
+    a request over the request limits whole (HTTP 413); ``predict`` reads its file in batches
+    within them, so a file of any length is scored in bounded memory.  The per-function defaults
+    are ingest's (:class:`QualityLimits`): no model was trained on a longer function.  The CLI
+    overrides each with a flag (``--max-function-chars``), the endpoint with an environment
+    variable (``STREAMGUARD_MAX_FUNCTION_CHARS``, see ``serving.py``).
+    """
+
+    max_function_chars: int = QualityLimits.max_code_chars
+    max_function_lines: int = QualityLimits.max_lines
+    #: One request (endpoint) or batch (``predict``): at most this many functions ...
+    max_request_functions: int = 256
+    #: ... and this many bytes (the endpoint's request body; the UTF-8 code of a ``predict`` batch).
+    max_request_bytes: int = 1_000_000
+
+    def validate(self) -> "InferenceLimits":
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{f.name}={value!r}: give a whole number of at least 1")
+        return self
+
+
+@dataclass(frozen=True)
 class SageMakerSettings:
     """How a SageMaker training job runs (the DAG's ``sagemaker`` Param; ``training_backend=sagemaker``).
 
