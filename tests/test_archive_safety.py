@@ -306,6 +306,19 @@ def test_evaluate_prints_one_line_and_exits_non_zero(processed_run, tampered_sto
     assert sorted(p.name for p in places["outside"].rglob("*")) == ["victim"]
 
 
+def test_registry_register_prints_one_line_and_exits_non_zero(places, store, tmp_path, capsys):
+    from streamguard_ml.cli import main
+
+    archive = _craft("cve-2025-4517", places)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"accuracy": 0.9}))
+    rc = main(["registry", "register", "--model", "taint-flow-gnn", "--artifact", str(archive), "--metrics",
+               str(metrics), "--store", store.root])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and f"refused model archive {archive}" in err[0], err
+    assert store.list("registry") == []
+
+
 def test_predict_in_a_real_process_prints_no_traceback(tampered_store, tmp_path):
     store, tamper = tampered_store
     uri = tamper(b"not really a model")
