@@ -329,10 +329,7 @@ class Registry:
             existing = self._version_for_key(model, idempotency_key)
             if existing is not None:
                 return self._complete(model, existing)
-        source = _read_artifact(artifact_uri)  # fail before claiming a number if the artifact is unreadable
-        from .packaging import check_archive
-
-        check_archive(source, artifact_uri)  # links, escapes, unknown members, bombs: refused before any write
+        source = _checked_artifact(artifact_uri)  # fail before claiming a number: unreadable or refused
         operating_point = archive_operating_point(source)
 
         def record(v: int) -> dict[str, Any]:
@@ -363,7 +360,7 @@ class Registry:
         self.store.sweep_partial_writes(f"{self._m(model)}/artifacts")  # what killed registrations left
         if source is not None or not self.store.exists(key):
             uri = self._ledger(model, "versions").read(version)["source_artifact_uri"]
-            self.store.write_bytes(key, source if source is not None else _read_artifact(uri))
+            self.store.write_bytes(key, source if source is not None else _checked_artifact(uri))
         self._append(model, lambda _: {"event": "registered", "version": version})
         return self.get(model, version)
 
@@ -446,6 +443,16 @@ class Registry:
                     "reason": reason}
 
         return self.get(model, self._append(model, entry)["version"])
+
+
+def _checked_artifact(uri: str) -> bytes:
+    """The artifact's bytes once :func:`packaging.check_archive` passed them (links, escapes,
+    unknown members, bombs are refused) — also when a retry re-reads the source."""
+    from .packaging import check_archive
+
+    data = _read_artifact(uri)
+    check_archive(data, uri)
+    return data
 
 
 def archive_operating_point(archive: bytes) -> dict[str, Any] | None:

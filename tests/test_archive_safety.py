@@ -138,6 +138,30 @@ def _assert_nothing_escaped(places: dict[str, Path]) -> None:
 
 
 # -- registration -----------------------------------------------------------------------------
+def test_a_retry_that_completes_a_half_done_registration_checks_the_source_again(store, tmp_path, monkeypatch):
+    """The version was claimed but its copy failed; the source was then swapped for a crafted archive."""
+    from archive_support import FAKE_MODEL
+
+    source = tmp_path / "model.tar.gz"
+    source.write_bytes(FAKE_MODEL)
+    registry = Registry(store)
+    real_write = type(store).write_bytes
+
+    def failing(self, key, data):
+        if "/artifacts/" in key:
+            raise OSError("disk full")
+        return real_write(self, key, data)
+
+    monkeypatch.setattr(type(store), "write_bytes", failing)
+    with pytest.raises(OSError):
+        registry.register("taint-flow-gnn", str(source), {"accuracy": 0.9}, idempotency_key="run-1:gnn")
+    monkeypatch.setattr(type(store), "write_bytes", real_write)
+    source.write_bytes(_tar([CONFIG, (_info("model.safetensors", tarfile.SYMTYPE, "/etc/passwd"), None)]))
+    with pytest.raises(ArchiveError):
+        registry.register("taint-flow-gnn", str(source), {"accuracy": 0.9}, idempotency_key="run-1:gnn")
+    assert registry.list("taint-flow-gnn") == []
+
+
 @pytest.mark.parametrize("name", sorted(CRAFTED))
 def test_registration_refuses_a_crafted_archive_and_writes_nothing(name, places, store):
     archive = _craft(name, places)
