@@ -13,14 +13,16 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .config import InferenceLimits
 from .dataset import SplitData, pack_tokens
 from .kinds import CONFIG_FILE, GNNKind, TransformerKind, kind_of_directory
 from .packaging import ArchiveLimits, extract_model_archive
+from .records import Reason, code_fault
 
 log = logging.getLogger(__name__)
 
@@ -144,27 +146,128 @@ class LoadedModel:
         return Scores(self.calibrator.apply(raw.logit), raw.anomaly, raw.logit, raw.raw)
 
     def featurize(self, codes: Sequence[str]) -> SplitData:
-        """Raw functions → the in-memory split format this model reads."""
+        """Raw functions → the in-memory split format this model reads (ValueError if any has no graph)."""
         return featurize(codes, getattr(self.kind, "tokenizer", None))
+
+    def featurize_each(self, codes: Sequence[str]) -> tuple[SplitData, list[str | None]]:
+        """:meth:`featurize` of the functions that have a program graph, and per input None or why not."""
+        return featurize_each(codes, getattr(self.kind, "tokenizer", None))
 
 
 def featurize(codes: Sequence[str], tokenizer: Any | None) -> SplitData:
+    """All of ``codes`` featurised, or ValueError naming the first that has no program graph."""
+    data, errors = featurize_each(codes, tokenizer)
+    failed = [(i, e) for i, e in enumerate(errors) if e]
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(codes)} functions have no program graph (first: input {failed[0][0]}, "
+                         f"{failed[0][1]}): split or simplify them")
+    return data
+
+
+def featurize_each(codes: Sequence[str], tokenizer: Any | None) -> tuple[SplitData, list[str | None]]:
+    """The split of the functions that have a program graph (in input order) and, per input, None or the
+    graph error: one unbuildable function must not cost the others their scores."""
     import pandas as pd
 
     from .fastgraph import graph_arrays
     from .tokens import EncodedBatch, encode
 
     graphs, errors = graph_arrays(codes)
-    failed = [(i, e) for i, e in enumerate(errors) if e]
-    if failed:
-        raise ValueError(f"{len(failed)} of {len(codes)} functions have no program graph (first: input {failed[0][0]}, "
-                         f"{failed[0][1]}): split or simplify them")
-    tokens = encode(tokenizer, codes) if tokenizer is not None else EncodedBatch(
-        [np.zeros(1, np.int32) for _ in codes], [np.ones(1, np.int32) for _ in codes])
-    records = pd.DataFrame({"id": [str(i) for i in range(len(codes))], "label": np.zeros(len(codes), np.int64),
-                            "code": list(codes), "n_nodes": np.diff(graphs["node_ptr"]),
+    built = [code for code, error in zip(codes, errors) if error is None]
+    tokens = encode(tokenizer, built) if tokenizer is not None and built else EncodedBatch(
+        [np.zeros(1, np.int32) for _ in built], [np.ones(1, np.int32) for _ in built])
+    records = pd.DataFrame({"id": [str(i) for i in range(len(built))], "label": np.zeros(len(built), np.int64),
+                            "code": built, "n_nodes": np.diff(graphs["node_ptr"]),
                             "n_tokens": [len(t) for t in tokens.ids]})
-    return SplitData(records, graphs, pack_tokens(tokens), {})
+    return SplitData(records, graphs, pack_tokens(tokens), {}), errors
 
 
-__all__ = ["CONFIG_FILE", "LoadedModel", "Scores", "extract_archive", "featurize", "pack_archive", "score_split"]
+# -- scoring raw input: ``streamguard-ml predict`` and the endpoint ------------------------------------------
+
+#: Error-row reason of a function no program graph could be built for (the others are records.Reason's).
+NO_GRAPH = "no_graph"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One function to score, and where its sender finds it: ``line`` 7 of a file, ``instance`` 3 of a request.
+
+    ``fault`` is (reason, detail) when the input could not even be read as a function (bad JSON, no code).
+    """
+
+    id: str
+    code: str | None
+    where: str
+    position: int
+    fault: tuple[str, str] | None = None
+
+
+def function_fault(code: Any, limits: InferenceLimits) -> tuple[str, str] | None:
+    """(reason, detail) when ``code`` must not be scored: what ingest rejects (:func:`records.code_fault`:
+    empty, not UTF-8, NUL bytes) or over the per-function limits; None when it may be."""
+    if fault := code_fault(code):
+        return fault
+    chars, lines = len(code), code.count("\n") + 1
+    if chars > limits.max_function_chars or lines > limits.max_function_lines:
+        return Reason.TOO_LONG, (f"{chars} characters / {lines} lines is over the limit of "
+                                 f"{limits.max_function_chars} / {limits.max_function_lines} per function: split it "
+                                 "into functions (or raise --max-function-chars / --max-function-lines, "
+                                 "STREAMGUARD_MAX_FUNCTION_CHARS / _LINES on the endpoint)")
+    return None
+
+
+def error_row(item: Item, reason: str, detail: str) -> dict[str, Any]:
+    """The row of an input that was not scored: no score, no label, and what to do about it."""
+    return {"id": item.id, "score": None, "label": None, item.where: item.position, "reason": reason,
+            "error": f"{item.where} {item.position}: {detail}"}
+
+
+def batches(items: Iterable[Item], limits: InferenceLimits) -> Iterator[list[Item]]:
+    """``items`` in order, cut into runs within the request limits (a single larger item runs alone)."""
+    batch: list[Item] = []
+    size = 0
+    for item in items:
+        cost = len(item.code.encode("utf-8", "replace")) if item.code is not None else 0
+        if batch and (len(batch) >= limits.max_request_functions or size + cost > limits.max_request_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += cost
+    if batch:
+        yield batch
+
+
+def predict_items(model: LoadedModel, items: Iterable[Item], threshold: float,
+                  limits: InferenceLimits) -> list[dict[str, Any]]:
+    """One row per item, in order: :meth:`Scores.rows`' row, or :func:`error_row` for an item that was
+    unreadable, is refused by :func:`function_fault` or has no program graph."""
+    return list(predict_stream(model, items, threshold, limits))
+
+
+def predict_stream(model: LoadedModel, items: Iterable[Item], threshold: float,
+                   limits: InferenceLimits) -> Iterator[dict[str, Any]]:
+    """:func:`predict_items` as rows come: featurised and scored in :func:`batches`, so memory is bounded
+    by the request limits, not by how many items there are (``items`` may be a generator over a file)."""
+    for batch in batches(items, limits):
+        yield from _predict_batch(model, batch, threshold, limits)
+
+
+def _predict_batch(model: LoadedModel, items: Sequence[Item], threshold: float,
+                   limits: InferenceLimits) -> list[dict[str, Any]]:
+    faults = [item.fault or function_fault(item.code, limits) for item in items]
+    todo = [k for k, fault in enumerate(faults) if fault is None]
+    scored: Iterator[dict[str, Any]] = iter(())
+    if todo:
+        data, errors = model.featurize_each([items[k].code for k in todo])
+        for k, error in zip(todo, errors):
+            if error:
+                faults[k] = (NO_GRAPH, f"no program graph could be built ({error}): split or simplify the function")
+        ok = [k for k in todo if faults[k] is None]
+        if ok:
+            scored = iter(model.score(data).rows([items[k].id for k in ok], threshold))
+    return [error_row(item, *fault) if fault else next(scored) for item, fault in zip(items, faults)]
+
+
+__all__ = ["CONFIG_FILE", "Item", "LoadedModel", "NO_GRAPH", "Scores", "batches", "error_row", "extract_archive",
+           "featurize", "featurize_each", "function_fault", "pack_archive", "predict_items", "predict_stream",
+           "score_split"]

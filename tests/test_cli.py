@@ -80,7 +80,7 @@ def test_train_evaluate_predict_through_the_cli(processed_run, tmp_path):
     outp = tmp_path / "out.jsonl"
     out = cli("predict", "--model-version", "latest", "--input", str(inp), "--output", str(outp), "--json",
               store=store.root)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 4, out.stderr[-2000:]  # 4: written, but line 2 is an error row
     rows = [json.loads(line) for line in outp.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["v", "line-2", "s"]  # input order, one line per input line
     assert rows[1]["label"] is None and "line 2" in rows[1]["error"]

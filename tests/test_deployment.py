@@ -60,12 +60,17 @@ def test_packaged_handler_serves_the_safetensors_model(gnn_archive, tmp_path):
 def test_handler_rejects_bad_requests_clearly():
     from streamguard_ml.serving import ServingError, input_fn, output_fn
 
-    assert [r["id"] for r in input_fn(b'{"code": "x = 1"}\n{"id": "b", "code": "y"}', "application/jsonlines")] == ["0", "b"]
+    assert [r.id for r in input_fn(b'{"code": "x = 1"}\n{"id": "b", "code": "y"}', "application/jsonlines")] == ["0", "b"]
     for body, ctype, needle in (("{oops", "application/json", "not valid JSON"),
-                                ('{"instances": [{"id": 1}]}', "application/json", "instance 0 needs"),
+                                ("[]", "application/json", "send {"),
+                                (b'{"code": "\xff"}', "application/json", "not UTF-8"),
                                 ("a,b", "text/csv", "content type 'text/csv'")):
-        with pytest.raises(ServingError, match=needle):
+        with pytest.raises(ServingError, match=needle) as caught:
             input_fn(body, ctype)
+        assert caught.value.status_code == 400
+    # an instance without code is that instance's error row (predict_fn), not a refused request
+    assert [(r.id, r.code, r.position) for r in input_fn('{"instances": [{"id": 1}, "x"]}')] == [("1", None, 0),
+                                                                                                 ("1", None, 1)]
     with pytest.raises(ServingError, match="accept 'text/html'"):
         output_fn({"predictions": []}, "text/html")
 
@@ -76,21 +81,21 @@ def test_endpoint_rows_are_the_cli_rows_including_the_anomaly_flag(monkeypatch):
 
     from streamguard_ml.inference import Scores
     from streamguard_ml.models.transformer import ANOMALY_THRESHOLD
-    from streamguard_ml.serving import predict_fn
+    from streamguard_ml.serving import input_fn, predict_fn
 
     scores = Scores(np.array([0.2, 0.9]), np.array([0.5, ANOMALY_THRESHOLD + 0.001]))
 
     class Scored:  # stands in for LoadedModel: the wiring is under test, not a network
         model_type = "transformer"
 
-        def featurize(self, codes):
-            return codes
+        def featurize_each(self, codes):
+            return codes, [None] * len(codes)
 
         def score(self, data):
             return scores
 
     monkeypatch.setenv("STREAMGUARD_THRESHOLD", "0.8")
-    got = predict_fn([{"id": "a", "code": "x"}, {"id": "b", "code": "y"}], Scored())
+    got = predict_fn(input_fn('[{"id": "a", "code": "x"}, {"id": "b", "code": "y"}]'), Scored())
     assert got["predictions"] == scores.rows(["a", "b"], 0.8) and got["threshold"] == 0.8
     assert [(r["label"], r["anomalous"]) for r in got["predictions"]] == [(0, False), (1, True)]
 
@@ -99,23 +104,23 @@ def test_the_endpoint_decides_at_the_versions_threshold_unless_told_otherwise(mo
     import numpy as np
 
     from streamguard_ml.inference import Scores
-    from streamguard_ml.serving import ServingError, predict_fn
+    from streamguard_ml.serving import ServingError, input_fn, predict_fn
 
     class Scored:
         model_type, threshold = "gnn", 0.15  # the operating point the archive ships with
 
-        def featurize(self, codes):
-            return codes
+        def featurize_each(self, codes):
+            return codes, [None] * len(codes)
 
         def score(self, data):
             return Scores(np.array([0.1, 0.2]))
 
     monkeypatch.delenv("STREAMGUARD_THRESHOLD", raising=False)
-    got = predict_fn([{"id": "a", "code": "x"}, {"id": "b", "code": "y"}], Scored())
+    got = predict_fn(input_fn('[{"id": "a", "code": "x"}, {"id": "b", "code": "y"}]'), Scored())
     assert got["threshold"] == 0.15 and [r["label"] for r in got["predictions"]] == [0, 1]
     monkeypatch.setenv("STREAMGUARD_THRESHOLD", "high")
     with pytest.raises(ServingError, match="STREAMGUARD_THRESHOLD"):
-        predict_fn([{"id": "a", "code": "x"}], Scored())
+        predict_fn(input_fn('{"id": "a", "code": "x"}'), Scored())
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import UsageError, common, emit, store_of
 
@@ -61,12 +62,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, help="lines to show per input")
     p.set_defaults(func=cmd_explain)
 
-    p = common(sub.add_parser("predict", help="score functions in a JSONL file ({id, code} per line)"))
+    p = common(sub.add_parser(
+        "predict", help="score functions in a JSONL file ({id, code} per line)",
+        description="Writes one row per input line, in order.  A line that cannot be scored (not JSON, no code, "
+                    "NUL bytes, over the size limits, no program graph) is a row with 'line', 'reason' and "
+                    "'error' and no score; the rest are scored.  Exit status: 0 all scored, "
+                    f"{EXIT_PARTIAL} output written but some lines not scored (named on stderr), 2 nothing "
+                    "written (bad arguments, unknown model)."))
     add_model_ref(p)
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
     add_threshold(p)
+    add_limits(p)
     p.set_defaults(func=cmd_predict)
+
+
+#: ``predict``'s exit status when the output is written but some input lines are error rows.
+EXIT_PARTIAL = 4
+
+
+def add_limits(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~streamguard_ml.config.InferenceLimits` field (``--max-function-chars``)."""
+    import dataclasses
+
+    from ..config import InferenceLimits
+
+    for f in dataclasses.fields(InferenceLimits):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=int, default=None, metavar="N",
+                       help=f"default {f.default:,}" + (" (a batch of the input is scored at a time)"
+                                                        if f.name.startswith("max_request") else ""))
+
+
+def limits_of(args: argparse.Namespace) -> Any:
+    """The :class:`InferenceLimits` the flags give (checked: a bad one is a usage error naming the flag)."""
+    import dataclasses
+
+    from ..config import InferenceLimits
+
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(InferenceLimits)}
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: give a whole number of at least 1")
+    return InferenceLimits(**{k: v for k, v in values.items() if v is not None})
 
 
 def add_threshold(p: argparse.ArgumentParser) -> None:
@@ -150,46 +187,84 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_inputs(path: Path) -> list[dict[str, Any]]:
-    """Input rows in order; unusable lines become rows carrying an ``error``."""
+def iter_items(path: Path) -> Iterator[Any]:
+    """The input file's functions as ``inference.Item``s, one per non-blank line, read as they are needed;
+    a line that is no JSON object becomes an item carrying its fault (an error row, never a crash)."""
+    from ..inference import Item
+    from ..records import Reason
+
     if not path.is_file():
         raise UsageError(f"{path} does not exist")
-    rows = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-            if not isinstance(obj, dict) or not isinstance(obj.get("code"), str) or not obj["code"].strip():
-                raise ValueError("needs a JSON object with a non-empty 'code'")
-            rows.append({"id": obj.get("id", f"line-{number}"), "code": obj["code"]})
-        except (UnicodeDecodeError, ValueError) as exc:
-            rows.append({"id": f"line-{number}", "error": f"line {number}: {exc}"})
-    return rows
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            fault = None
+            try:
+                obj = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+            except UnicodeDecodeError as exc:
+                fault = Reason.NON_UTF8, f"not UTF-8 (byte {exc.start}): save the file as UTF-8"
+            except (ValueError, RecursionError) as exc:
+                fault = Reason.MALFORMED_JSON, (f"not valid JSON ({str(exc).splitlines()[0]}): each line must be one "
+                                                'object {"id": ..., "code": ...}')
+            else:
+                if not isinstance(obj, dict):
+                    fault = Reason.NOT_AN_OBJECT, 'not a JSON object: each line must be {"id": ..., "code": ...}'
+            if fault:
+                yield Item(f"line-{number}", None, "line", number, fault)
+                continue
+            code = obj.get("code")
+            yield Item(obj.get("id", f"line-{number}"), code if isinstance(code, str) else None, "line", number)
+
+
+def read_inputs(path: Path) -> list[dict[str, Any]]:
+    """The readable input rows ``{id, code}`` in order (``explain``: it skips the rest)."""
+    from ..records import code_fault
+
+    return [{"id": item.id, "code": item.code} for item in iter_items(path)
+            if item.fault is None and code_fault(item.code) is None]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..inference import LoadedModel
+    """Score the file batch by batch into a temporary file that becomes ``--output`` only when complete."""
+    import os
 
+    from ..inference import LoadedModel, predict_stream
+
+    limits = limits_of(args)
+    if not args.input.is_file():
+        raise UsageError(f"{args.input} does not exist")
     mv = resolve_version(args)
-    rows = read_inputs(args.input)
-    good = [r for r in rows if "error" not in r]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
-        threshold = threshold_of(args, model)
-        scores = model.score(model.featurize([r["code"] for r in good])) if good else None
-    predicted = iter(scores.rows([r["id"] for r in good], threshold) if scores is not None else [])
-    out = [{"id": r["id"], "score": None, "label": None, "error": r["error"]} if "error" in r
-           else {**next(predicted), "model": mv.model, "version": mv.version} for r in rows]
-    args.output.write_text("".join(json.dumps(r) + "\n" for r in out))
+    partial = args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
+    counts = {"rows": 0, "flagged": 0}
+    error_lines: list[int] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp, open(partial, "w", encoding="utf-8") as out:
+            model = LoadedModel.from_uri(mv.artifact_uri, Path(tmp))
+            threshold = threshold_of(args, model)
+            for row in predict_stream(model, iter_items(args.input), threshold, limits):
+                if "error" in row:
+                    error_lines.append(row["line"])
+                else:
+                    row.update(model=mv.model, version=mv.version)
+                    counts["flagged"] += row["label"] == 1
+                counts["rows"] += 1
+                out.write(json.dumps(row) + "\n")
+        os.replace(partial, args.output)
+    finally:
+        partial.unlink(missing_ok=True)
     doc = {"model": mv.model, "version": mv.version, "input": str(args.input), "output": str(args.output),
            "threshold": threshold, "threshold_source": "--threshold" if args.threshold is not None else "version",
-           "predictions": len(out), "flagged": sum(1 for r in out if r["label"] == 1),
-           "errors": sum(1 for r in out if r["label"] is None)}
+           "rows": counts["rows"], "predictions": counts["rows"] - len(error_lines), "flagged": counts["flagged"],
+           "errors": len(error_lines), "error_lines": error_lines[:100]}
     emit(args, doc, lambda d: print(f"{d['predictions']} predictions ({d['flagged']} flagged at threshold "
-                                    f"{d['threshold']:.3f}, {d['errors']} unreadable) by {d['model']} "
-                                    f"v{d['version']} -> {d['output']}"))
-    return 0
+                                    f"{d['threshold']:.3f}) by {d['model']} v{d['version']} -> {d['output']}"))
+    if not error_lines:
+        return 0
+    shown = ", ".join(map(str, error_lines[:20])) + (f" and {len(error_lines) - 20} more" if len(error_lines) > 20 else "")
+    print(f"streamguard-ml predict: {len(error_lines)} of {counts['rows']} inputs not scored (line"
+          f"{'s' if len(error_lines) > 1 else ''} {shown}): see their 'error' in {args.output}", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
