@@ -193,3 +193,14 @@ def test_a_bad_limit_setting_is_a_clear_error(monkeypatch):
     with pytest.raises(ServingError, match="STREAMGUARD_MAX_FUNCTION_CHARS='lots'") as caught:
         input_fn(json.dumps({"code": GOOD}), "application/json")
     assert caught.value.status_code == 500  # the endpoint's configuration, not the caller's request
+
+
+@pytest.mark.parametrize("code", [WITH_NUL, "def f():\n    return '\ud800'\n", "   \n"], ids=["nul", "surrogate", "blank"])
+def test_predict_refuses_exactly_what_ingest_quarantines(code):
+    """One rule (records.code_fault) for both: predict used to score code with NUL bytes that ingest rejects."""
+    from streamguard_ml.config import InferenceLimits, QualityLimits
+    from streamguard_ml.inference import function_fault
+    from streamguard_ml.quality import normalise
+
+    rejected = normalise({"code": code, "label": 1, "_source": "t", "_line": 1}, QualityLimits())
+    assert function_fault(code, InferenceLimits()) == (rejected[0].reason, rejected[0].detail)
