@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -185,30 +184,3 @@ def _if_statements(items: int) -> str:
 def test_same_graphs_for_long_conditional_chains_and_if_sequences():
     _assert_same([_conditional_chain(3000), _if_statements(300),
                   "def f(x):\n    y = " + "x if (" * 300 + "x" + ") else x" * 300 + "\n    return y\n"])
-
-
-def _best_seconds(work, runs: int) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-@pytest.mark.parametrize("code, most", [
-    # Was 11x the parse (1 MB took 16.5 s): the edge sort was quadratic in one definition's uses.
-    (_conditional_chain(40_000), 5),
-    # Was 115x the parse (2,000 ifs: 1.2 s): merging definitions scanned the merged list per name.
-    ("def f(x):\n" + "".join(f"    if x:\n        a{i} = x\n" for i in range(2000)), 40),
-], ids=["conditional-chain-480KB", "2000-ifs"])
-def test_building_costs_a_small_multiple_of_parsing(code, most):
-    """The C builder's time against tree-sitter's parse of the same input (linear, and measured alongside it,
-    so the machine's load cancels out): a superlinear step shows as a ratio that grows with the input."""
-    from streamguard_ml.graphs import parse
-
-    encoded = code.encode()
-    native = fastgraph._native()
-    parsing = _best_seconds(lambda: parse(code), 3)
-    building = _best_seconds(lambda: native.build([encoded]), 2)
-    assert building < most * parsing, f"C build {building:.3f} s vs parse {parsing:.3f} s"
