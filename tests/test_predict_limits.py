@@ -204,3 +204,21 @@ def test_predict_refuses_exactly_what_ingest_quarantines(code):
 
     rejected = normalise({"code": code, "label": 1, "_source": "t", "_line": 1}, QualityLimits())
     assert function_fault(code, InferenceLimits()) == (rejected[0].reason, rejected[0].detail)
+
+
+def test_explain_names_the_lines_it_cannot_explain_and_explains_the_rest(registered_store, tmp_path, capsys):
+    """explain used to drop unreadable or oversized lines without a word."""
+    from streamguard_ml.cli import main
+
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "good", "code": GOOD}, {"id": "big", "code": OVERSIZED},
+                                              {"id": "nul", "code": WITH_NUL}, "not json"])
+    code = main(["explain", "--store", registered_store, "--model-version", "latest", "--input", str(inp),
+                 "--method", "attention", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and [d["id"] for d in json.loads(captured.out)] == ["good"]
+    for line, reason in ((2, "too_long"), (3, "non_utf8"), (4, "malformed_json")):
+        assert f"line {line} skipped ({reason})" in captured.err
+    big = tmp_path / "big.py"
+    big.write_text(OVERSIZED)
+    assert main(["explain", "--store", registered_store, "--model-version", "latest", "--input", str(big)]) == 2
+    assert "too_long" in capsys.readouterr().err

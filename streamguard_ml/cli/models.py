@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="ig", choices=["ig", "attention"],
                    help="ig: Integrated Gradients (both models); attention: GNN readout attention")
     p.add_argument("--top", type=int, default=5, help="lines to show per input")
+    add_limits(p)
     p.set_defaults(func=cmd_explain)
 
     p = common(sub.add_parser(
@@ -217,12 +218,19 @@ def iter_items(path: Path) -> Iterator[Any]:
             yield Item(obj.get("id", f"line-{number}"), code if isinstance(code, str) else None, "line", number)
 
 
-def read_inputs(path: Path) -> list[dict[str, Any]]:
-    """The readable input rows ``{id, code}`` in order (``explain``: it skips the rest)."""
-    from ..records import code_fault
+def read_inputs(path: Path, limits: Any) -> list[dict[str, Any]]:
+    """The input rows ``explain`` can explain, ``{id, code}`` in order; each line it cannot (unreadable,
+    refused as ``predict`` refuses it: ``inference.function_fault``) is named on stderr, never dropped silently."""
+    from ..inference import function_fault
 
-    return [{"id": item.id, "code": item.code} for item in iter_items(path)
-            if item.fault is None and code_fault(item.code) is None]
+    rows = []
+    for item in iter_items(path):
+        fault = item.fault or function_fault(item.code, limits)
+        if fault:
+            print(f"{path}: line {item.position} skipped ({fault[0]}): {fault[1]}", file=sys.stderr)
+        else:
+            rows.append({"id": item.id, "code": item.code})
+    return rows
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -271,12 +279,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain_split
     from ..inference import LoadedModel
 
+    from ..inference import function_fault
+
+    limits = limits_of(args)
     if args.input.suffix == ".py":
         if not args.input.is_file():
             raise UsageError(f"{args.input} does not exist")
-        rows = [{"id": args.input.name, "code": args.input.read_text(encoding="utf-8")}]
+        code = args.input.read_text(encoding="utf-8", errors="surrogateescape")
+        if fault := function_fault(code, limits):
+            raise UsageError(f"{args.input} cannot be explained ({fault[0]}): {fault[1]}")
+        rows = [{"id": args.input.name, "code": code}]
     else:
-        rows = [r for r in read_inputs(args.input) if "error" not in r]
+        rows = read_inputs(args.input, limits)
         if not rows:
             raise UsageError(f"{args.input} has no usable {{id, code}} lines")
     mv = resolve_version(args)
