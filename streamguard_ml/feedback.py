@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from .records import Reason, Rejected, stable_id
+from .records import Reason, Rejected, stable_id, utf8_fault
 from .store import Store
 
 PREFIX = "feedback"
@@ -120,10 +120,8 @@ def _optional_text(obj: dict[str, Any], field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string (got {type(value).__name__})")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{field} holds a lone surrogate: send valid UTF-8 text") from None
+    if fault := utf8_fault(field, value):
+        raise ValueError(fault)
     return value or None
 
 
