@@ -15,22 +15,25 @@ from airflow.sdk import Param, dag
 
 from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import training_tasks as t
+from streamguard_airflow.params import smoke_param, store_param
 from streamguard_ml.config import PipelineConfig
 
 DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
 
 PARAMS = {
-    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"},
+    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"}, section="Data",
                      description="Sources pulled every day as KIND:PATH — jsonl, sven, cvefixes (SQLite), "
                                  "osv/ghsa (advisory metadata), synthetic:COUNT; local paths or s3://."),
-    "jsonl_sources": Param([], type="array", items={"type": "string"},
+    "jsonl_sources": Param([], type=["null", "array"], items={"type": "string"}, section="Data",
                            description="Extra JSONL files or folders, local or s3://."),
-    "base_model": Param(DEFAULTS.base_model, type="string",
+    "base_model": Param(DEFAULTS.base_model, type="string", section="Preprocessing",
                         description="Tokenizer the published tokens are made with (the transformer's encoder)."),
-    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10),
-    "seed": Param(DEFAULTS.seed, type="integer"),
-    "smoke": Param(False, type="boolean", description="Shrink the data for a quick end-to-end check."),
-    "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
+    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10, section="Preprocessing",
+                        description="Functions per preprocessing shard (one mapped task each)."),
+    "seed": Param(DEFAULTS.seed, type="integer", section="Preprocessing",
+                  description="Seed of the grouped split: the same seed gives the same split."),
+    "smoke": smoke_param("the data"),
+    "store": store_param(),
 }
 
 

@@ -14,6 +14,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag
 
 from streamguard_airflow.monitor import RetrainingCriterionSensor, decide, no_retraining, route
+from streamguard_airflow.params import store_param
 from streamguard_ml.config import Thresholds
 
 SENSORS = {
@@ -27,21 +28,24 @@ SENSORS = {
 LIMITS = Thresholds()  # the defaults live in one typed place
 
 PARAMS = {
-    "force_retrain": Param(False, type="boolean", description="Retrain now, whatever the criteria say."),
-    "feedback_count": Param(LIMITS.feedback_count, type="integer", minimum=1,
+    "force_retrain": Param(False, type="boolean", section="Run", description="Retrain now, whatever the criteria say."),
+    "feedback_count": Param(LIMITS.feedback_count, type="integer", minimum=1, section="Criteria",
                             description="New verdicts since the champion."),
-    "accuracy_drop": Param(LIMITS.accuracy_drop, type="number", minimum=0,
+    "accuracy_drop": Param(LIMITS.accuracy_drop, type="number", minimum=0, section="Criteria",
                            description="Live accuracy drop vs baseline."),
-    "fpr_rise": Param(LIMITS.fpr_rise, type="number", minimum=0,
+    "fpr_rise": Param(LIMITS.fpr_rise, type="number", minimum=0, section="Criteria",
                       description="Live false-positive-rate rise vs baseline."),
-    "psi": Param(LIMITS.psi, type="number", minimum=0, description="Population stability index threshold."),
-    "max_days": Param(LIMITS.max_days, type="integer", minimum=1,
+    "psi": Param(LIMITS.psi, type="number", minimum=0, section="Criteria",
+                 description="Population stability index threshold."),
+    "max_days": Param(LIMITS.max_days, type="integer", minimum=1, section="Criteria",
                       description="Retrain when the last training is this old."),
-    "min_feedback_for_rates": Param(LIMITS.min_feedback_for_rates, type="integer", minimum=1,
+    "min_feedback_for_rates": Param(LIMITS.min_feedback_for_rates, type="integer", minimum=1, section="Criteria",
                                     description="Verdicts needed for a live rate."),
-    "sensor_timeout_minutes": Param(60, type="number", minimum=0),
-    "poke_interval_minutes": Param(10, type="number", minimum=0),
-    "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
+    "sensor_timeout_minutes": Param(60, type="number", minimum=0, section="Sensors",
+                                    description="How long each criterion sensor waits before giving up for the day."),
+    "poke_interval_minutes": Param(10, type="number", minimum=0, section="Sensors",
+                                   description="How often each sensor looks again."),
+    "store": store_param(),
 }
 
 

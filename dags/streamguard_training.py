@@ -26,60 +26,70 @@ from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import sagemaker_training as sm
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
+from streamguard_airflow.params import RUN, smoke_param, store_param
 from streamguard_ml.config import CALIBRATION_METHODS, MODEL_TYPES, THRESHOLD_POLICIES, PipelineConfig
 
 DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
 
+DATA, TRAINING, DECISION, SHIPPING = "Data", "Training", "Decision", "SageMaker and shipping"
+
 PARAMS = {
-    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"},
+    "sources": Param(list(DEFAULTS.sources), type="array", items={"type": "string"}, section=DATA,
                      description="Data sources as KIND:PATH — synthetic:COUNT, jsonl:PATH, sven:PATH (local or s3://)."),
-    "jsonl_sources": Param([], type="array", items={"type": "string"},
+    "jsonl_sources": Param([], type=["null", "array"], items={"type": "string"}, section=DATA,
                            description="Extra JSONL files ({id, code, label} per line), local paths or s3:// URIs."),
-    "training_backend": Param("local", enum=["local", "sagemaker"],
-                              description="local: run the entrypoint here; sagemaker: a SageMaker training job."),
-    "sagemaker": Param({}, type="object",
-                       description="SageMaker job settings (streamguard_ml.config.SageMakerSettings), e.g. "
-                                   "{\"staging_uri\": \"s3://bucket/prefix\", \"instance_count\": 2, "
-                                   "\"gnn_instance_type\": \"ml.g5.12xlarge\", \"spot\": true, \"deferrable\": true}."),
-    "base_model": Param(DEFAULTS.base_model, type="string",
-                        description="Transformer encoder: HF name (microsoft/codebert-base), local dir or s3:// URI."),
-    "gnn_epochs": Param(DEFAULTS.gnn_epochs, type="integer", minimum=1),
-    "transformer_epochs": Param(DEFAULTS.transformer_epochs, type="integer", minimum=1),
-    "batch_size": Param(DEFAULTS.batch_size, type="integer", minimum=1),
-    "seed": Param(DEFAULTS.seed, type="integer"),
-    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10),
-    "threshold_policy": Param(DEFAULTS.threshold_policy, enum=list(THRESHOLD_POLICIES),
-                              description="How each version's decision threshold is chosen on validation: max_fpr "
-                                          "(the highest recall within the max_fpr budget) or max_f1."),
-    "max_fpr": Param(DEFAULTS.max_fpr, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
-                     description="Validation false-positive budget of the max_fpr policy (0.05 = 5 %)."),
-    "calibration": Param(DEFAULTS.calibration, enum=list(CALIBRATION_METHODS),
-                         description="How raw scores become calibrated probabilities (fitted on validation)."),
-    "pair_loss_weight": Param(DEFAULTS.pair_loss_weight, type="number", minimum=0,
-                              description="Weight of the margin ranking term: a vulnerable function scored above "
-                                          "its own fix (0: off)."),
-    "synthetic_train": Param(DEFAULTS.synthetic_train, type="integer", minimum=0,
+    "dataset": Param("auto", enum=["auto", "ingest", "published"], section=DATA,
+                     description="ingest: read `sources`; published: train on the dataset streamguard_ingestion "
+                                 "published; auto: published when the Asset started the run, else ingest."),
+    "synthetic_train": Param(DEFAULTS.synthetic_train, type="integer", minimum=0, section=DATA,
                              description="Built-in synthetic functions (ten vulnerability classes) added to the "
                                          "training split when the sources hold real code; never validated or "
                                          "tested on."),
-    "smoke": Param(False, type="boolean", description="Shrink data and epochs for a quick end-to-end check."),
-    "fine_tune_from_champion": Param(False, type="boolean",
-                                     description="Start training from the deployed model's weights."),
-    "feedback": Param([], type="array", items={"type": "string"},
+    "shard_size": Param(DEFAULTS.shard_size, type="integer", minimum=10, section=DATA,
+                        description="Functions per preprocessing shard (one mapped task each)."),
+    "feedback": Param([], type=["null", "array"], items={"type": "string"}, section=DATA,
                       description="Feedback batches (store URIs) to merge as labelled data; set by the monitor."),
-    "retrain_reasons": Param([], type="array", items={"type": "string"},
-                             description="Why this run was triggered (recorded in lineage); set by the monitor."),
-    "gate": Param({}, type="object", description="Promotion rule overrides, e.g. {\"min_accuracy_gain\": 0.01}."),
-    "store": Param("", type="string", description="Artifact store override (default: STREAMGUARD_STORE)."),
-    "deploy_endpoint": Param(False, type="boolean",
+    "training_backend": Param("local", enum=["local", "sagemaker"], section=TRAINING,
+                              description="local: run the entrypoint here; sagemaker: a SageMaker training job."),
+    "base_model": Param(DEFAULTS.base_model, type="string", section=TRAINING,
+                        description="Transformer encoder: HF name (microsoft/codebert-base), local dir or s3:// URI."),
+    "gnn_epochs": Param(DEFAULTS.gnn_epochs, type="integer", minimum=1, section=TRAINING,
+                        description="Most GNN epochs (early stopping on validation ROC-AUC may end sooner)."),
+    "transformer_epochs": Param(DEFAULTS.transformer_epochs, type="integer", minimum=1, section=TRAINING,
+                                description="Transformer epochs (each is a pass over the training split)."),
+    "batch_size": Param(DEFAULTS.batch_size, type="integer", minimum=1, section=TRAINING,
+                        description="Functions per training batch (a vulnerable function and its fix share one)."),
+    "seed": Param(DEFAULTS.seed, type="integer", section=TRAINING,
+                  description="Seed of splits, sampling and initialisation: the same seed gives the same run."),
+    "pair_loss_weight": Param(DEFAULTS.pair_loss_weight, type="number", minimum=0, section=TRAINING,
+                              description="Weight of the margin ranking term: a vulnerable function scored above "
+                                          "its own fix (0: off)."),
+    "fine_tune_from_champion": Param(False, type="boolean", section=TRAINING,
+                                     description="Start training from the deployed model's weights."),
+    "threshold_policy": Param(DEFAULTS.threshold_policy, enum=list(THRESHOLD_POLICIES), section=DECISION,
+                              description="How each version's decision threshold is chosen on validation: max_fpr "
+                                          "(the highest recall within the max_fpr budget) or max_f1."),
+    "max_fpr": Param(DEFAULTS.max_fpr, type="number", exclusiveMinimum=0, exclusiveMaximum=1, section=DECISION,
+                     description="Validation false-positive budget of the max_fpr policy (0.05 = 5 %)."),
+    "calibration": Param(DEFAULTS.calibration, enum=list(CALIBRATION_METHODS), section=DECISION,
+                         description="How raw scores become calibrated probabilities (fitted on validation)."),
+    "gate": Param({}, type=["null", "object"], section=DECISION,
+                  description="Promotion rule overrides, e.g. {\"min_accuracy_gain\": 0.01}."),
+    "sagemaker": Param({}, type=["null", "object"], section=SHIPPING,
+                       description="SageMaker job settings (streamguard_ml.config.SageMakerSettings), e.g. "
+                                   "{\"staging_uri\": \"s3://bucket/prefix\", \"instance_count\": 2, "
+                                   "\"gnn_instance_type\": \"ml.g5.12xlarge\", \"spot\": true, \"deferrable\": true}."),
+    "deploy_endpoint": Param(False, type="boolean", section=SHIPPING,
                              description="Deploy a newly promoted champion to a SageMaker real-time endpoint."),
-    "export_model_registry": Param(False, type="boolean",
+    "export_model_registry": Param(False, type="boolean", section=SHIPPING,
                                    description="Export each registered version to SageMaker Model Registry."),
-    "serving": Param({}, type="object", description="SageMaker serving overrides: role_arn, image_uri, "
-                     "instance_type, instance_count, s3_prefix, endpoint_name, region."),
-    "dataset": Param("auto", enum=["auto", "ingest", "published"],
-                     description="ingest: read `sources`; published: train on the dataset streamguard_ingestion "
-                                 "published; auto: published when the Asset started the run, else ingest."),
+    "serving": Param({}, type=["null", "object"], section=SHIPPING,
+                     description="SageMaker serving overrides: role_arn, image_uri, instance_type, instance_count, "
+                                 "s3_prefix, endpoint_name, region."),
+    "smoke": smoke_param("data and epochs"),
+    "store": store_param(),
+    "retrain_reasons": Param([], type=["null", "array"], items={"type": "string"}, section=RUN,
+                             description="Why this run was triggered (recorded in lineage); set by the monitor."),
 }
 
 

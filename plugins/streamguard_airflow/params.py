@@ -1,0 +1,24 @@
+"""Params the three DAGs share, written once.
+
+An optional Param is nullable (``type=["null", ...]``): Airflow's trigger form marks
+every other field required, and an empty required string keeps its Trigger button
+disabled — the ``store`` Param did exactly that with its ``""`` default.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+RUN = "Run"
+
+
+def store_param() -> Param:
+    """Where this run's artifacts go; empty: the deployment's store (``STREAMGUARD_ALLOWED_STORES`` bounds it)."""
+    return Param(None, type=["null", "string"], section=RUN,
+                 description="Artifact store for this run: a directory or s3://bucket/prefix. Leave empty for the "
+                             "deployment's store (STREAMGUARD_STORE); the deployment may restrict which stores a "
+                             "run can name (STREAMGUARD_ALLOWED_STORES).")
+
+
+def smoke_param(what: str) -> Param:
+    return Param(False, type="boolean", section=RUN, description=f"Shrink {what} for a quick end-to-end check.")
