@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .records import Reason
+
 #: ``CodeUnit.kind`` values.
 FUNCTION, METHOD, MODULE = "function", "method", "module"
 #: The name of the module-level unit.
@@ -47,10 +49,11 @@ _INDENT = re.compile(r"[ \t]*")
 
 
 class CodeUnitError(ValueError):
-    """A Python file that cannot be split into units (a syntax error, or not decodable)."""
+    """A Python file that cannot be split into units.  ``reason`` is ingest's word for it
+    (``parse_error``: not valid Python; ``non_utf8``: not decodable), ``line`` where the parser stopped."""
 
-    def __init__(self, path: str, line: int | None, detail: str):
-        self.path, self.line, self.detail = path, line, detail
+    def __init__(self, path: str, line: int | None, detail: str, reason: str = Reason.PARSE_ERROR):
+        self.path, self.line, self.detail, self.reason = path, line, detail, reason
         where = f"{path}: line {line}" if line else path
         super().__init__(f"{where}: {detail}")
 
@@ -97,7 +100,8 @@ def read_python(path: Path) -> str:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
         return raw.decode(encoding).removeprefix("\ufeff")
     except (SyntaxError, LookupError, UnicodeDecodeError) as exc:
-        raise CodeUnitError(str(path), None, f"cannot be decoded ({exc}): save it as UTF-8") from None
+        raise CodeUnitError(str(path), None, f"cannot be decoded ({exc}): save it as UTF-8",
+                            Reason.NON_UTF8) from None
 
 
 def file_units(path: Path) -> list[CodeUnit]:

@@ -77,7 +77,7 @@ def test_no_module_unit_when_the_module_level_is_only_imports_and_docstrings():
 def test_a_file_with_a_syntax_error_raises_naming_the_file_and_line():
     with pytest.raises(CodeUnitError) as caught:
         python_units("def ok():\n    pass\n\ndef broken(:\n    pass\n", "bad.py")
-    assert isinstance(caught.value, ValueError) and caught.value.line == 4
+    assert isinstance(caught.value, ValueError) and (caught.value.line, caught.value.reason) == (4, "parse_error")
     assert str(caught.value).startswith("bad.py: line 4: not valid Python") and "\n" not in str(caught.value)
     with pytest.raises(CodeUnitError, match="nul.py"):
         python_units("x = 1\x00\n", "nul.py")
@@ -93,8 +93,9 @@ def test_windows_line_endings_and_a_coding_line_are_read_as_python_reads_them(tm
     assert "\u00e9" in read_python(latin) and file_units(latin)[0].name == "f"
     bad = tmp_path / "bad.py"
     bad.write_bytes(b"def f():\n    return '\xff'\n")
-    with pytest.raises(CodeUnitError, match="UTF-8"):
+    with pytest.raises(CodeUnitError, match="UTF-8") as caught:
         file_units(bad)
+    assert caught.value.reason == "non_utf8"
 
 
 def test_python_files_walks_a_directory_outside_hidden_and_cache_folders(tmp_path):
