@@ -13,9 +13,9 @@ What a unit is:
   (``Handler.get``), from its first decorator to its last line;
 * the module-level code: everything outside those functions, when it holds more than
   imports, docstrings and ``pass`` (``if __name__ == "__main__": main()``, class
-  attributes, top-level queries).  Each extracted function is replaced by ``pass`` on its
-  first line and blank lines after it, so the unit still parses and keeps the file's line
-  numbers.
+  attributes, top-level queries).  Each extracted function is replaced by blank lines (by
+  ``pass`` where its block would be left empty, such as a class of only methods), so the
+  unit still parses and keeps the file's line numbers.
 
 Line numbers are 1-based and inclusive, as editors and tracebacks show them; line ``k`` of
 a unit's ``code`` is line :meth:`CodeUnit.file_line` ``(k)`` of the file.  A file that
@@ -177,13 +177,29 @@ def _module_unit(path: str, tree: ast.Module, functions: list[ast.AST], lines: l
     if not _has_code(tree.body):
         return None
     kept = list(lines)
+    placeholders = set(_placeholders(tree.body))
     for node in functions:
         start, end = _span(node)
-        kept[start - 1] = _INDENT.match(kept[start - 1]).group() + "pass"
-        kept[start:end] = [""] * (end - start)
+        kept[start - 1 : end] = [""] * (end - start + 1)
+        if id(node) in placeholders:
+            kept[start - 1] = _INDENT.match(lines[start - 1]).group() + "pass"
     used = [n for n, line in enumerate(kept, start=1) if line.strip()]
     start, end = used[0], used[-1]
     return CodeUnit(path, MODULE_NAME, MODULE, start, end, "".join(line + "\n" for line in kept[start - 1 : end]))
+
+
+def _placeholders(body: list[ast.stmt]) -> Iterator[int]:
+    """``id()`` of the first function of each block that holds nothing but functions: removing them all
+    would leave the block empty (a syntax error), so that one leaves a ``pass``."""
+    functions = [node for node in body if isinstance(node, _FUNCTIONS)]
+    if functions and len(functions) == len(body):
+        yield id(functions[0])
+    for node in body:
+        if isinstance(node, ast.ClassDef):
+            yield from _placeholders(node.body)
+        elif not isinstance(node, _FUNCTIONS):
+            for block in _blocks(node):
+                yield from _placeholders(block)
 
 
 def _has_code(body: list[ast.stmt]) -> bool:

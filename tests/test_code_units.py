@@ -68,6 +68,14 @@ def test_module_code_keeps_what_is_outside_functions_and_only_that():
     assert "os.system" not in module and "return self._name" not in module
 
 
+def test_a_block_left_empty_by_its_functions_keeps_a_pass_so_the_module_code_parses():
+    source = "class A:\n    def f(self):\n        pass\n\n    def g(self):\n        pass\n\nA.x = 1\n"
+    module = python_units(source, "a.py")[0]
+    assert (module.name, module.start_line, module.end_line) == (MODULE_NAME, 1, 8)
+    assert module.code.splitlines() == ["class A:", "    pass", "", "", "", "", "", "A.x = 1"]
+    ast.parse(module.code)
+
+
 def test_no_module_unit_when_the_module_level_is_only_imports_and_docstrings():
     source = '"""doc"""\nimport os\nfrom x import y\n\n\ndef f(a):\n    return a\n'
     assert [(u.name, u.start_line, u.end_line) for u in python_units(source, "f.py")] == [("f", 6, 7)]
