@@ -17,16 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ingest)
 
     p = common(sub.add_parser("preprocess", help="graphs, tokens, augmentation and grouped splits for a run"))
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="an ingested run (`streamguard-ml ingest --out RUN`)")
     p.add_argument("--base-model", default=None, help="tokenizer to use (default: the embedded MiniLM)")
-    p.add_argument("--shard-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--augment-copies", type=int, default=None)
+    p.add_argument("--shard-size", type=int, default=None, help="samples per preprocessing shard (default: config)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the split and augmentation (default: config)")
+    p.add_argument("--augment-copies", type=int, default=None,
+                   help="augmented copies per training sample (default: config)")
     p.add_argument("--workers", type=int, default=None, help="worker threads building graphs and tokens (default: CPU count)")
     p.set_defaults(func=cmd_preprocess)
 
     p = common(sub.add_parser("graph", help="print the program graph the GNN sees for a Python file"))
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="a Python source file")
     p.set_defaults(func=cmd_graph)
 
 
@@ -41,7 +42,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ..ingest import ingest
 
     cfg = config_from(args, sources=args.source)
-    report = ingest(store_of(args), args.out, cfg.sources, cfg.limits)
+    report = ingest(store_of(args, create=True), args.out, cfg.sources, cfg.limits)
 
     def human(r: dict) -> None:
         print(f"run {r['run']}: accepted {r['accepted']}, quarantined {r['quarantined']} "

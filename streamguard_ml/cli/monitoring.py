@@ -12,20 +12,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     fb = sub.add_parser("feedback", help="analyst verdicts on predictions")
     fsub = fb.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
     p = common(fsub.add_parser("add", help="validate a JSONL file of verdicts and append it to the store"))
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="JSONL file of analyst verdicts, one record per line (README: feedback)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="append the valid records and set the invalid ones aside (default: reject the file)")
     p.set_defaults(func=cmd_feedback_add)
 
+    from ..config import Thresholds
+
     dr = sub.add_parser("drift", help="the retraining decision")
     dsub = dr.add_subparsers(dest="drift_command", required=True, metavar="ACTION")
     p = common(dsub.add_parser("check", help="would the monitor retrain now, and why"))
-    p.add_argument("--feedback-count", type=int, default=None)
-    p.add_argument("--accuracy-drop", type=float, default=None)
-    p.add_argument("--fpr-rise", type=float, default=None)
-    p.add_argument("--psi", type=float, default=None)
-    p.add_argument("--max-days", type=int, default=None)
-    p.add_argument("--min-feedback-for-rates", type=int, default=None)
+    d = Thresholds()
+    p.add_argument("--feedback-count", type=int, default=None,
+                   help=f"retrain after this many new verdicts (default {d.feedback_count})")
+    p.add_argument("--accuracy-drop", type=float, default=None,
+                   help=f"retrain when accuracy on feedback falls this much below the champion's (default "
+                        f"{d.accuracy_drop})")
+    p.add_argument("--fpr-rise", type=float, default=None,
+                   help=f"retrain when the false-positive rate on feedback rises this much (default {d.fpr_rise})")
+    p.add_argument("--psi", type=float, default=None,
+                   help=f"retrain when score drift (PSI) exceeds this (default {d.psi})")
+    p.add_argument("--max-days", type=int, default=None,
+                   help=f"retrain when the champion is older than this many days (default {d.max_days})")
+    p.add_argument("--min-feedback-for-rates", type=int, default=None,
+                   help=f"verdicts needed before the accuracy and FPR criteria count (default "
+                        f"{d.min_feedback_for_rates})")
     p.add_argument("--force", action="store_true", help="as the monitor's force_retrain Param")
     p.set_defaults(func=cmd_drift_check)
 
@@ -35,7 +46,7 @@ def cmd_feedback_add(args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         raise UsageError(f"{args.file} does not exist")
-    result = add_file(store_of(args), args.file.read_bytes(), str(args.file), skip_invalid=args.skip_invalid)
+    result = add_file(store_of(args, create=True), args.file.read_bytes(), str(args.file), skip_invalid=args.skip_invalid)
     emit(args, result, lambda r: print(f"{r['accepted']} verdicts stored ({r['rejected']} set aside) in "
                                        f"{len(r['partitions'])} partition(s)"))
     return 0

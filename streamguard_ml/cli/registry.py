@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from . import UsageError, common, emit, store_of
-from .models import MODEL_ALIASES
+from .models import MODEL_ALIASES, REF_HELP, known_model
+
+MODEL_HELP = "registry model name (" + ", ".join(MODEL_ALIASES.values()) + ") or its short name (" + \
+    ", ".join(MODEL_ALIASES) + ")"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,33 +20,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     rsub = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
 
     p = common(rsub.add_parser("list", help="all versions (of one model with --model)"))
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="only this model: " + MODEL_HELP)
     p.set_defaults(func=cmd_list)
 
-    p = common(rsub.add_parser("show", help="one version"))
-    p.add_argument("model")
-    p.add_argument("version", help="N, latest, deployed or best:<metric>")
+    p = common(rsub.add_parser("show", help="one version: a summary (--json: the whole registry document)"))
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("version", help=REF_HELP)
     p.set_defaults(func=cmd_show)
 
     p = common(rsub.add_parser("latest", help="the newest version"))
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.set_defaults(func=lambda a: _show(a, "latest"))
 
     p = common(rsub.add_parser("best", help="the version with the best value of a metric"))
-    p.add_argument("model")
-    p.add_argument("--metric", default="f1")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--metric", default="f1", help="metric to rank by (default f1; fpr and loss: lower is better)")
     p.set_defaults(func=lambda a: _show(a, f"best:{a.metric}"))
 
     p = common(rsub.add_parser("compare", help="metric deltas between two versions"))
-    p.add_argument("model")
-    p.add_argument("a", type=int)
-    p.add_argument("b", type=int)
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("a", help="the version compared from: " + REF_HELP)
+    p.add_argument("b", help="the version compared to: " + REF_HELP)
     p.set_defaults(func=cmd_compare)
 
     p = common(rsub.add_parser("promote", help="make a version the champion (deployed)"))
-    p.add_argument("model")
-    p.add_argument("version", type=int)
-    p.add_argument("--reason", default="manual promotion")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("version", help=REF_HELP)
+    p.add_argument("--reason", default="manual promotion", help="why, for the audit log")
     p.set_defaults(func=cmd_promote)
 
     p = common(rsub.add_parser("rollback", help="undo the latest champion move (again: one more step back)",
@@ -51,61 +54,138 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "step further back through the champion history. With "
                                            "--expect-current N it changes nothing and exits 3 unless vN is still "
                                            "the champion, so a repeated or concurrent rollback is a conflict."))
-    p.add_argument("model")
-    p.add_argument("--reason", default="manual rollback")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--reason", default="manual rollback", help="why, for the audit log")
     p.add_argument("--expect-current", type=int, default=None, metavar="N",
                    help="roll back only if vN is the champion now (else exit 3, nothing changed)")
     p.set_defaults(func=cmd_rollback)
 
     p = common(rsub.add_parser("card", help="a version's model card (written again from its run with --refresh)"))
-    p.add_argument("model")
-    p.add_argument("version", help="N, latest, deployed or best:<metric>")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("version", help=REF_HELP)
     p.add_argument("--refresh", action="store_true", help="rebuild it from the version's run and evaluation")
     p.set_defaults(func=cmd_card)
 
     p = common(rsub.add_parser("register", help="register an existing model artifact by hand"))
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="registry model name (a new name starts a new model)")
     p.add_argument("--artifact", required=True, help="model.tar.gz (local path or s3://)")
     p.add_argument("--metrics", type=Path, required=True, help="JSON file of metrics")
     p.add_argument("--lineage", type=Path, default=None, help="optional JSON file of lineage")
     p.set_defaults(func=cmd_register)
 
 
-def _registry(args: argparse.Namespace) -> Any:
+def _registry(args: argparse.Namespace, create: bool = False) -> Any:
     from ..registry import Registry
 
-    return Registry(store_of(args))
+    return Registry(store_of(args, create=create))
 
 
-def _name(model: str) -> str:
-    return MODEL_ALIASES.get(model, model)
+def _version(registry: Any, model: str, ref: str) -> Any:
+    """The version ``ref`` (N, latest, deployed/champion, best:<metric>) of a registered ``model``."""
+    return registry.resolve(known_model(registry, model), ref)
 
 
-def _print_versions(versions: list[dict]) -> None:
-    from rich.console import Console
+#: ``registry list`` metric columns: (metric, header), 5 characters each so the table fits 80 columns
+#: (precision and recall are in ``registry show``).
+LIST_METRICS = (("accuracy", "acc"), ("f1", "f1"), ("fpr", "fpr"), ("roc_auc", "auc"), ("pairwise_accuracy", "pair"))
+SHORT_NAMES = {name: short for short, name in MODEL_ALIASES.items()}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def versions_table(versions: list[dict]) -> Any:
+    """The ``registry list`` table: short model names, version, status (+ smoke), aliases and the headline
+    metrics; no timestamps (``registry show`` has them), so it stays whole at 80 columns."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="StreamGuard model registry")
-    for col in ("model", "version", "status", "aliases", "accuracy", "f1", "fpr", "pairwise", "created"):
-        table.add_column(col)
-    for v in versions:
-        m = v["metrics"]
-        fmt = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else "-"  # noqa: E731
-        table.add_row(v["model"], str(v["version"]), v["status"], ",".join(v["aliases"]), fmt(m.get("accuracy")),
-                      fmt(m.get("f1")), fmt(m.get("fpr")), fmt(m.get("pairwise_accuracy")), v["created_at"])
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    table = Table(title="StreamGuard model registry", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    names = [SHORT_NAMES.get(v["model"], v["model"]) for v in versions]
+    table.add_column("model", overflow="fold", min_width=min(11, max(map(len, names), default=5)))
+    table.add_column("v", justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold", min_width=10)  # "registered smoke" wraps before anything folds
+    table.add_column("aliases", overflow="fold", min_width=8)
+    for _, header in LIST_METRICS:
+        table.add_column(header, justify="right", no_wrap=True)
+    for name, v in zip(names, versions):
+        smoke = " smoke" if (v.get("lineage") or {}).get("smoke") else ""
+        table.add_row(name, str(v["version"]), v["status"] + smoke,
+                      ", ".join(v["aliases"]) or "-", *(_fmt(v["metrics"].get(m)) for m, _ in LIST_METRICS))
+    if not versions:
+        table.caption = "no versions registered yet"
+    elif any(v["model"] in SHORT_NAMES for v in versions):
+        table.caption = "models: " + ", ".join(f"{s} = {n}" for n, s in SHORT_NAMES.items()
+                                               if any(v["model"] == n for v in versions))
+    return table
+
+
+def _console() -> Any:
+    """Rich's console: the terminal's (or $COLUMNS') width, 200 columns into a file or pipe."""
+    import os
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    versions = [mv.to_dict() for mv in _registry(args).list(_name(args.model) if args.model else None)]
-    emit(args, versions, _print_versions)
+    registry = _registry(args)
+    model = known_model(registry, args.model) if args.model else None
+    versions = [mv.to_dict() for mv in registry.list(model)]
+    emit(args, versions, lambda vs: _console().print(versions_table(vs)))
     return 0
 
 
 def _show(args: argparse.Namespace, ref: str) -> int:
-    mv = _registry(args).resolve(_name(args.model), ref)
-    emit(args, mv.to_dict(), lambda d: print(json.dumps(d, indent=2, sort_keys=True, default=str)))
+    registry = _registry(args)
+    mv = _version(registry, args.model, ref)
+    card = registry.card_prefix(mv.model, mv.version) + "/model_card.md"
+    doc = mv.to_dict()
+    emit(args, doc, lambda d: print("\n".join(version_summary(d, registry.store.uri(card)
+                                                              if registry.store.exists(card) else None))))
     return 0
+
+
+HEADLINE = ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc", "pairwise_accuracy")
+
+
+def version_summary(d: dict[str, Any], card_uri: str | None) -> list[str]:
+    """``registry show`` for a person: what the version is, how good, on what data, from where, and why
+    it has its status (``--json`` keeps the whole document)."""
+    from ..thresholds import DEFAULT_THRESHOLD
+
+    lineage, metrics, op = d.get("lineage") or {}, d.get("metrics") or {}, d.get("operating_point") or {}
+    test = metrics.get("test_data") if isinstance(metrics.get("test_data"), dict) else {}
+    lines = [f"{d['model']} v{d['version']}: {d['status']}" + (f" ({', '.join(d['aliases'])})" if d["aliases"]
+                                                                else ""),
+             f"  created        {d.get('created_at', '-')}",
+             f"  smoke run      {_smoke(lineage)}",
+             f"  threshold      {_fmt(op.get('threshold', DEFAULT_THRESHOLD))}" + (
+                 f" (policy {op['policy']})" if op.get("policy") else
+                 "" if op.get("threshold") is not None else " (the default: no operating point recorded)"),
+             "  metrics        " + "  ".join(f"{k}={_fmt(metrics.get(k))}" for k in HEADLINE if k in metrics)
+             if any(k in metrics for k in HEADLINE) else "  metrics        none recorded"]
+    if test.get("statement"):
+        lines.append(f"  test data      {test['statement']}")
+    if test.get("content_hash"):
+        lines.append(f"  test data hash {test['content_hash']}")
+    lines += [f"  run            {lineage.get('run') or '-'}",
+              f"  sources        {', '.join(map(str, lineage.get('sources') or [])) or lineage.get('source') or '-'}",
+              f"  code version   {lineage.get('code_version') or '-'}"]
+    reasons = (d.get("decision") or {}).get("reasons") or []
+    lines += ["  decision       " + (reasons[0] if reasons else "none recorded")]
+    lines += [f"                 {r}" for r in reasons[1:]]
+    lines += [f"  artifact       {d.get('artifact_uri')}",
+              f"  model card     {card_uri or 'not written yet: streamguard-ml registry card ' + d['model'] + ' ' + str(d['version'])}"]
+    return lines
+
+
+def _smoke(lineage: dict[str, Any]) -> str:
+    if "smoke" not in lineage:
+        return "not recorded"
+    return "YES: a smoke run on a tiny sample, not for production" if lineage["smoke"] else "no"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -113,19 +193,35 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    doc = _registry(args).compare(_name(args.model), args.a, args.b)
-
-    def human(d: dict) -> None:
-        print(f"{d['model']}: v{d['a']} -> v{d['b']}")
-        for k, v in d["metrics"].items():
-            print(f"  {k:<20} {v['a']:.4f} -> {v['b']:.4f} ({v['delta']:+.4f})")
-
-    emit(args, doc, human)
+    registry = _registry(args)
+    a, b = (_version(registry, args.model, ref).version for ref in (args.a, args.b))
+    doc = registry.compare(known_model(registry, args.model), a, b)
+    emit(args, doc, lambda d: print("\n".join(comparison_lines(d))))
     return 0
 
 
+def comparison_lines(d: dict[str, Any]) -> list[str]:
+    """``registry compare`` for a person; a warning first when the library says the two versions were
+    not measured on comparable test data (``comparable`` False), and the paired numbers when it has them."""
+    lines = [f"{d['model']}: v{d['a']} -> v{d['b']}"]
+    if d.get("comparable") is False:
+        lines.insert(0, f"WARNING: v{d['a']} and v{d['b']} are not comparable"
+                        + (f": {d['why_not']}" if d.get("why_not") else "") + "; the deltas below do not say "
+                        "which is better")
+    for k, v in d["metrics"].items():
+        lines.append(f"  {k:<20} {v['a']:.4f} -> {v['b']:.4f} ({v['delta']:+.4f})")
+    paired = d.get("paired")
+    if isinstance(paired, dict) and paired:
+        lines.append("  paired (both on the same test split):")
+        lines += [f"    {k:<18} {v if not isinstance(v, float) else f'{v:.4f}'}" for k, v in paired.items()
+                  if not isinstance(v, (dict, list))]
+    return lines
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
-    mv = _registry(args).promote(_name(args.model), args.version, args.reason)
+    registry = _registry(args)
+    mv = _version(registry, args.model, args.version)
+    mv = registry.promote(mv.model, mv.version, args.reason)
     emit(args, mv.to_dict(), lambda d: print(f"{d['model']} v{d['version']} is now the champion"))
     return 0
 
@@ -138,7 +234,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from ..registry import RegistryConflict
 
     try:
-        mv = _registry(args).rollback(_name(args.model), args.reason, expected=args.expect_current)
+        registry = _registry(args)
+        mv = registry.rollback(known_model(registry, args.model), args.reason, expected=args.expect_current)
     except RegistryConflict as exc:
         print(f"streamguard-ml {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFLICT
@@ -163,8 +260,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     metrics = _read_json_file(args.metrics, "metrics")
     lineage = _read_json_file(args.lineage, "lineage") if args.lineage else {"source": "manual registration"}
-    registry = _registry(args)
-    mv = registry.register(_name(args.model), args.artifact, metrics, lineage=lineage)
+    registry = _registry(args, create=True)
+    mv = registry.register(MODEL_ALIASES.get(args.model, args.model), args.artifact, metrics, lineage=lineage)
     card = write_model_card(registry.store, registry.card_prefix(mv.model, mv.version), mv)
     emit(args, {**mv.to_dict(), "model_card": card["markdown"]},
          lambda d: print(f"registered {d['model']} v{d['version']} -> {d['artifact_uri']}"))
@@ -176,7 +273,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     from ..model_card import run_inputs, write_model_card
 
     registry = _registry(args)
-    mv = registry.resolve(_name(args.model), args.version)
+    mv = _version(registry, args.model, args.version)
     prefix = registry.card_prefix(mv.model, mv.version)
     if args.refresh or not registry.store.exists(f"{prefix}/model_card.json"):
         run = mv.lineage.get("run")

@@ -22,23 +22,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = common(smsub.add_parser("config", help="the CreateTrainingJob request the DAG hands to "
                                 "SageMakerTrainingOperator for a preprocessed run (validated, nothing sent)"))
     p.add_argument("--run", required=True, help="a preprocessed run (DAG run id or CLI run name)")
-    p.add_argument("--model-type", choices=["gnn", "transformer"], required=True)
+    p.add_argument("--model-type", choices=["gnn", "transformer"], required=True, help="the model the job trains")
     p.add_argument("--role-arn", default=os.environ.get(ROLE_ENV, ""),
                    help=f"SageMaker execution role (default: ${ROLE_ENV}, the DAG's Variable)")
     p.add_argument("--region", default=None, help="default: sagemaker.region, else boto3's region")
     p.add_argument("--settings", default="{}",
                    help='SageMaker settings as JSON, the DAG\'s "sagemaker" Param, e.g. \'{"instance_count": 2}\'')
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--base-model", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="default: the config's gnn_epochs / transformer_epochs")
+    p.add_argument("--base-model", default=None, help="transformer encoder (default: the run's tokenizer)")
     p.add_argument("--fine-tune-from", default=None, help="model.tar.gz URI to start from (the init channel)")
     p.set_defaults(func=cmd_config)
 
     jobs = common(sub.add_parser("jobs", help="recent SageMaker training jobs: status, instances, time, "
                                  "last metrics (`jobs logs NAME` for a job's CloudWatch log)"))
     add_aws(jobs)
-    jobs.add_argument("--max-results", type=int, default=10)
+    jobs.add_argument("--max-results", type=int, default=10, help="newest N jobs (default 10)")
     jobs.add_argument("--name-contains", default=None, help="e.g. sg- for this pipeline's jobs")
-    jobs.add_argument("--status", default=None, choices=["InProgress", "Completed", "Failed", "Stopping", "Stopped"])
+    jobs.add_argument("--status", default=None, choices=["InProgress", "Completed", "Failed", "Stopping", "Stopped"],
+                      help="only jobs in this state")
     jobs.add_argument("--watch", action="store_true", help="refresh the table until Ctrl-C")
     jobs.add_argument("--interval", type=float, default=30.0, help="seconds between refreshes with --watch")
     jobs.add_argument("--iterations", type=int, default=0, help="with --watch: stop after N refreshes (0: never)")
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="training job name")
     p.add_argument("--limit", type=int, default=100, help="last N lines (without --follow)")
     p.add_argument("--follow", action="store_true", help="print the whole log and follow it until the job ends")
-    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between polls with --follow (default 5)")
     p.set_defaults(func=cmd_logs)
 
 
