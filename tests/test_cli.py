@@ -305,6 +305,25 @@ def test_registry_list_stays_readable_at_80_columns(reg_store, capsys):
     assert out.returncode == 0 and max(map(len, out.stdout.splitlines())) <= 80 and "0.912" in out.stdout
 
 
+def test_the_jobs_table_stays_readable_at_80_columns_and_keeps_job_names_whole_when_wide():
+    from rich.console import Console
+
+    from streamguard_ml.cli.sagemaker import jobs_table
+
+    name = "sg-shared-gnn-20250101-120000-abcd"
+    row = {"name": name, "status": "InProgress", "secondary_status": "Training", "instance_count": 2,
+           "instance_type": "ml.p3.2xlarge", "spot": True, "seconds": 3725,
+           "metrics": {"train:loss": 0.1234, "validation:accuracy": 0.9, "validation:f1": 0.8771}}
+    for width in (80, 160):
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))
+        console.print(jobs_table([row], width))
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= width
+        first = next(line for line in text.splitlines() if line.startswith(" sg-"))
+        assert first.split()[-4:] == ["1h02m05s", "0.123", "0.900", "0.877"], text
+        assert (name in text) == (width == 160) and "InProgress" in text
+
+
 def test_a_closed_pipe_ends_quietly_with_exit_141(reg_store, tmp_path):
     """`streamguard-ml registry list | head -1` used to end in a BrokenPipeError traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "streamguard_ml.cli", "registry", "list", "--json", "--store",

@@ -113,16 +113,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     if not args.watch:
         with aws_errors():
-            emit(args, rows(), lambda r: _console().print(jobs_table(r)))
+            console = _console()
+            emit(args, rows(), lambda r: console.print(jobs_table(r, console.width)))
         return 0
     from rich.live import Live
 
     count = 0
-    with aws_errors(), Live(jobs_table(rows()), console=_console(), auto_refresh=False) as live:
+    console = _console()
+    with aws_errors(), Live(jobs_table(rows(), console.width), console=console, auto_refresh=False) as live:
         try:
             while not args.iterations or (count := count + 1) < args.iterations:
                 time.sleep(args.interval)
-                live.update(jobs_table(rows()), refresh=True)
+                live.update(jobs_table(rows(), console.width), refresh=True)
         except KeyboardInterrupt:
             pass
     return 0
@@ -131,27 +133,40 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 STATUS_STYLE = {"InProgress": "yellow", "Completed": "green", "Failed": "red", "Stopped": "red", "Stopping": "yellow"}
-SHOWN_METRICS = ("train:loss", "train:accuracy", "validation:accuracy", "validation:f1")
+#: The last epoch's metrics shown (all are in --json), short headers and 3 decimals: with the job name
+#: folding, the table stays whole at 80 columns.
+SHOWN_METRICS = ("train:loss", "validation:accuracy", "validation:f1")
+METRIC_HEADERS = ("loss", "val acc", "val f1")
 
 
-def jobs_table(rows: list[dict[str, Any]]) -> Any:
+def jobs_table(rows: list[dict[str, Any]], width: int = 160) -> Any:
+    """The jobs as a table for a console ``width`` wide: below 120 columns the job name, status and
+    instances fold within fixed widths (wider, a job name stays whole, to copy into ``jobs logs``)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"SageMaker training jobs ({time.strftime('%H:%M:%S')})")
-    for column in ("job", "status", "instance", "time", *SHOWN_METRICS):
-        table.add_column(column, no_wrap=column == "job")
+    table = Table(title=f"SageMaker training jobs ({time.strftime('%H:%M:%S')})", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1, 0, 0))
+    narrow = width < 120
+    table.add_column("job", overflow="fold", max_width=22 if narrow else None)
+    table.add_column("status", overflow="fold", max_width=12 if narrow else None)
+    table.add_column("instances", overflow="fold", max_width=12 if narrow else None)
+    table.add_column("time", no_wrap=True, justify="right")
+    for header in METRIC_HEADERS:
+        table.add_column(header, no_wrap=True, justify="right")
     for r in rows:
         seconds = r["seconds"] or 0
         status = r["status"] + (f" ({r['secondary_status']})" if r["secondary_status"] not in (None, r["status"])
                                 else "")
-        instance = f"{r['instance_count']} x {r['instance_type']}" + (" spot" if r["spot"] else "")
-        metrics = [f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "-" for m in SHOWN_METRICS]
+        instance = f"{r['instance_count']} x {str(r['instance_type']).removeprefix('ml.')}" + (" spot" if r["spot"]
+                                                                                             else "")
+        metrics = [f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "-" for m in SHOWN_METRICS]
         table.add_row(r["name"], f"[{STATUS_STYLE.get(r['status'], 'white')}]{status}[/]", instance,
-                      f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s", *metrics)
+                      f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s", *metrics)
     if not rows:
         table.caption = "no training jobs"
     return table
