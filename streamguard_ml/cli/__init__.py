@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from ..store import Store, open_store
+from ..store import LocalStore, Store, open_store
 
 
 class UsageError(Exception):
@@ -79,9 +79,9 @@ def store_of(args: argparse.Namespace, create: bool = False) -> Store:
 def check_store(store: Store, given: str | None) -> None:
     """UsageError when a local ``store`` does not exist or holds something else (S3 stores are checked by
     the first read: a missing bucket is already a one-line error)."""
-    path = getattr(store, "path", None)
-    if path is None:
+    if not isinstance(store, LocalStore):
         return
+    path = store.path
     source = "--store" if given else "$STREAMGUARD_STORE" if os.environ.get("STREAMGUARD_STORE") else "default store"
     fix = "pass the directory that `streamguard-ml ingest` or a training run wrote (--store DIR or $STREAMGUARD_STORE)"
     if not path.exists():

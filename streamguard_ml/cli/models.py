@@ -1,4 +1,4 @@
-"""Model commands: ``train``, ``evaluate``, ``predict``."""
+"""Model commands: ``train``, ``evaluate``, ``predict``, ``explain`` (JSONL inputs, or each function of .py files)."""
 
 from __future__ import annotations
 
