@@ -236,8 +236,11 @@ def test_commands_that_create_a_store_still_accept_a_new_directory(tmp_path, cap
     assert json.loads(out)["accepted"] > 0 and (tmp_path / "fresh" / "runs").is_dir()
 
 
-def test_every_version_argument_takes_aliases(reg_store, tmp_path, capsys):
+def test_every_version_argument_takes_aliases(reg_store, gnn_archive, tmp_path, capsys):
     import shutil
+
+    from streamguard_ml.registry import Registry
+    from streamguard_ml.store import LocalStore
 
     store = str(tmp_path / "copy")
     shutil.copytree(reg_store, store)  # promotes below must not touch the shared fixture
@@ -249,8 +252,9 @@ def test_every_version_argument_takes_aliases(reg_store, tmp_path, capsys):
     assert json.loads(out)["metrics"]["accuracy"]["delta"] == pytest.approx(0.912 - 0.95)
     code, out, _ = run_main(capsys, "registry", "show", "gnn", "champion", "--store", store, "--json")
     assert json.loads(out)["version"] == 2 and json.loads(out)["aliases"] == ["champion"]
-    code, out, err = run_main(capsys, "registry", "promote", "gnn", "1", "--store", store)
-    assert code == 0 and "v1 is now the champion" in out
+    Registry(LocalStore(store)).register("taint-flow-gnn", str(gnn_archive), HEADLINE, lineage={"smoke": False})
+    code, out, err = run_main(capsys, "registry", "promote", "gnn", "3", "--store", store)
+    assert code == 0 and "v3 is now the champion" in out, err
 
 
 def test_compare_warns_when_the_registry_says_the_versions_are_not_comparable(reg_store, capsys, monkeypatch):

@@ -209,7 +209,9 @@ def comparison_lines(d: dict[str, Any]) -> list[str]:
                         + (f": {d['why_not']}" if d.get("why_not") else "") + "; the deltas below do not say "
                         "which is better")
     for k, v in d["metrics"].items():
-        lines.append(f"  {k:<20} {v['a']:.4f} -> {v['b']:.4f} ({v['delta']:+.4f})")
+        delta = v.get("delta")
+        shown = f"{delta:+.4f}" if isinstance(delta, (int, float)) else "no delta"
+        lines.append(f"  {k:<20} {_fmt(v.get('a'), 4)} -> {_fmt(v.get('b'), 4)} ({shown})")
     paired = d.get("paired")
     if isinstance(paired, dict) and paired:
         lines.append("  paired (both on the same test split):")
