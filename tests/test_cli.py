@@ -170,8 +170,8 @@ def reg_store(gnn_archive, tmp_path_factory) -> str:
     reg.register("taint-flow-gnn", str(gnn_archive), {**HEADLINE, "test_data": test_data},
                  lineage={"run": "r1", "sources": ["sven:/data/sven"], "code_version": "0.1.0+gabc", "smoke": True},
                  decision={"promote": False, "reasons": ["fails: smoke run", "ok: accuracy 0.912 vs floor 0.6"]})
-    reg.register("taint-flow-gnn", str(gnn_archive), {**HEADLINE, "accuracy": 0.95, "f1": 0.9},
-                 lineage={"run": "r2", "smoke": False})
+    reg.register("taint-flow-gnn", str(gnn_archive), {**HEADLINE, "accuracy": 0.95, "f1": 0.9, "test_data": test_data},
+                 lineage={"run": "r2", "smoke": False})  # the same test data: v1 and v2 compare directly
     return store.root
 
 
@@ -266,9 +266,15 @@ def test_compare_warns_when_the_registry_says_the_versions_are_not_comparable(re
     code, out, _ = run_main(capsys, "registry", "compare", "gnn", "1", "2", "--store", reg_store)
     first = out.splitlines()[0]
     assert code == 0 and first.startswith("WARNING: v1 and v2 are not comparable") and "c0ffee12" in first
+    from streamguard_ml.cli.registry import comparison_lines
+
+    gate = comparison_lines({"model": "m", "a": 1, "b": 2, "comparable": True, "basis": "gate", "paired_on": "run r2",
+                             "metrics": {"f1": {"a": 0.5, "b": 0.56, "delta": 0.06}}})
+    assert gate == ["m: v1 -> v2", "  paired numbers: both versions scored by the promotion gate on run r2",
+                    "  f1                   0.5000 -> 0.5600 (+0.0600)"]
     monkeypatch.setattr(Registry, "compare", real)
     code, out, _ = run_main(capsys, "registry", "compare", "gnn", "1", "2", "--store", reg_store)
-    assert "WARNING" not in out and "accuracy" in out
+    assert code == 0 and "WARNING" not in out and "accuracy" in out and "(+0.0380)" in out
 
 
 def test_registry_show_is_a_human_summary_and_json_the_whole_document(reg_store, capsys):

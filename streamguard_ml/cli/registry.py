@@ -201,22 +201,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def comparison_lines(d: dict[str, Any]) -> list[str]:
-    """``registry compare`` for a person; a warning first when the library says the two versions were
-    not measured on comparable test data (``comparable`` False), and the paired numbers when it has them."""
-    lines = [f"{d['model']}: v{d['a']} -> v{d['b']}"]
+    """``registry compare`` for a person: a WARNING first when the library says the two versions were not
+    measured on comparable test data (``comparable`` False, ``why_not``), the basis of the deltas when they
+    are paired numbers from the promotion gate, then the deltas."""
+    lines = []
+    metrics = d.get("metrics") or {}
     if d.get("comparable") is False:
-        lines.insert(0, f"WARNING: v{d['a']} and v{d['b']} are not comparable"
-                        + (f": {d['why_not']}" if d.get("why_not") else "") + "; the deltas below do not say "
-                        "which is better")
-    for k, v in d["metrics"].items():
+        lines.append(f"WARNING: v{d['a']} and v{d['b']} are not comparable"
+                     + (f": {d['why_not']}" if d.get("why_not") else "")
+                     + ("; the deltas below do not say which is better" if metrics else ""))
+    lines.append(f"{d['model']}: v{d['a']} -> v{d['b']}")
+    if d.get("basis") == "gate":
+        lines.append(f"  paired numbers: both versions scored by the promotion gate on "
+                     f"{d.get('paired_on') or 'one test split'}")
+    for k, v in metrics.items():
         delta = v.get("delta")
         shown = f"{delta:+.4f}" if isinstance(delta, (int, float)) else "no delta"
         lines.append(f"  {k:<20} {_fmt(v.get('a'), 4)} -> {_fmt(v.get('b'), 4)} ({shown})")
-    paired = d.get("paired")
-    if isinstance(paired, dict) and paired:
-        lines.append("  paired (both on the same test split):")
-        lines += [f"    {k:<18} {v if not isinstance(v, float) else f'{v:.4f}'}" for k, v in paired.items()
-                  if not isinstance(v, (dict, list))]
+    if not metrics:
+        lines.append("  no metric deltas")
     return lines
 
 
