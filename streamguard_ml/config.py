@@ -298,6 +298,9 @@ class PipelineConfig:
     retrain_reasons: tuple[str, ...] = ()
     seed: int = 13
     smoke: bool = False
+    #: MLflow tracking server (``http://host:5000``) that every training run logs to (see tracking.py);
+    #: None (the default when ``MLFLOW_TRACKING_URI`` is unset): no MLflow, the figures stay in the store.
+    mlflow_tracking_uri: str | None = field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI") or None)
     limits: QualityLimits = field(default_factory=QualityLimits)
     sagemaker: SageMakerSettings = field(default_factory=SageMakerSettings)
 
