@@ -26,7 +26,7 @@ from streamguard_airflow import dataset_tasks as d
 from streamguard_airflow import sagemaker_training as sm
 from streamguard_airflow import training_tasks as t
 from streamguard_airflow.deploy_tasks import sagemaker_shipping
-from streamguard_airflow.params import RUN, smoke_param, store_param
+from streamguard_airflow.params import RUN, mlflow_tracking_uri_param, smoke_param, store_param
 from streamguard_ml.config import CALIBRATION_METHODS, MODEL_TYPES, THRESHOLD_POLICIES, PipelineConfig
 
 DEFAULTS = PipelineConfig()  # the embedded default, defined once in streamguard_ml.config
@@ -88,6 +88,7 @@ PARAMS = {
                                  "s3_prefix, endpoint_name, region."),
     "smoke": smoke_param("data and epochs"),
     "store": store_param(),
+    "mlflow_tracking_uri": mlflow_tracking_uri_param(),
     "retrain_reasons": Param([], type=["null", "array"], items={"type": "string"}, section=RUN,
                              description="Why this run was triggered (recorded in lineage); set by the monitor."),
 }

@@ -129,6 +129,7 @@ def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
 
 def register_step(store: Store, run: str, model_type: str, training: dict[str, Any],
                   evaluation: dict[str, Any], dataset: dict[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
+    from . import tracking
     from .model_card import run_inputs, write_model_card
     from .registry import Registry
 
@@ -148,6 +149,9 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         "reference_profile": store.uri(f"{layout.eval_dir(run, model_type)}/reference.json"),
         "retrain_reasons": list(cfg.retrain_reasons),
     }
+    mlflow_run = tracking.track(store, run, model_type, cfg, lineage, evaluation)  # before: entries are write-once
+    if mlflow_run:
+        lineage["mlflow"] = mlflow_run
     registry = Registry(store)
     mv = registry.register(
         REGISTRY_NAMES[model_type], training["model_uri"], evaluation["metrics"],
@@ -155,6 +159,7 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         idempotency_key=f"{layout.run_key(run)}:{model_type}", decision=evaluation["decision"])
     card = write_model_card(store, registry.card_prefix(mv.model, mv.version), mv,
                             **run_inputs(store, run, model_type))
+    tracking.attach_version(store, cfg, mlflow_run, mv.model, mv.version, registry.card_prefix(mv.model, mv.version))
     log.info("registered %s v%d (%s); model card %s", mv.model, mv.version, mv.artifact_uri, card["markdown"])
     return {"model": mv.model, "version": mv.version, "artifact_uri": mv.artifact_uri, "status": mv.status,
             "model_card": card["markdown"]}

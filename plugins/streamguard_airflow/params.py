@@ -22,3 +22,12 @@ def store_param() -> Param:
 
 def smoke_param(what: str) -> Param:
     return Param(False, type="boolean", section=RUN, description=f"Shrink {what} for a quick end-to-end check.")
+
+
+def mlflow_tracking_uri_param() -> Param:
+    """The MLflow server a training run logs to; empty: the deployment's ``MLFLOW_TRACKING_URI``, else none."""
+    return Param(None, type=["null", "string"], section=RUN,
+                 description="MLflow tracking server (http://host:5000) to log params, per-epoch metrics, the "
+                             "evaluation and the model card to. Leave empty for the deployment's "
+                             "MLFLOW_TRACKING_URI (no tracking when that is unset too); the deployment may restrict "
+                             "which servers a run can name (STREAMGUARD_ALLOWED_TRACKING_URIS).")
