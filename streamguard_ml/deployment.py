@@ -55,6 +55,13 @@ def stage(store: Store, mv: Any, cfg: ServingConfig, card_key: str | None = None
     return out
 
 
+def refuse_smoke(mv: Any) -> None:
+    """A smoke run's version checks the pipeline, on shrunk data: it never reaches an endpoint or a package."""
+    if getattr(mv, "smoke", False):
+        raise ValueError(f"{mv.model} v{mv.version} was trained by a smoke run: smoke versions are never deployed "
+                         "or exported; train without smoke=true")
+
+
 def _container(mv: Any, staged: dict[str, str], cfg: ServingConfig) -> dict[str, Any]:
     return {"Image": cfg.image, "ModelDataUrl": staged["model_data_url"],
             "Environment": {"SAGEMAKER_PROGRAM": INFERENCE_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": staged["code_url"],
@@ -69,6 +76,7 @@ def resource_name(mv: Any, staged: dict[str, str]) -> str:
 
 def endpoint_requests(mv: Any, staged: dict[str, str], cfg: ServingConfig) -> dict[str, dict[str, Any]]:
     """``{"Model", "EndpointConfig", "Endpoint"}`` as ``SageMakerEndpointOperator`` takes them."""
+    refuse_smoke(mv)
     name = resource_name(mv, staged)
     tags = [{"Key": "streamguard:model", "Value": mv.model}, {"Key": "streamguard:version", "Value": str(mv.version)}]
     model = {"ModelName": name, "ExecutionRoleArn": cfg.role_arn, "PrimaryContainer": _container(mv, staged, cfg),
@@ -109,6 +117,7 @@ def pending_endpoint(client: Any, requests: dict[str, dict[str, Any]]) -> dict[s
 
 def model_package(mv: Any, staged: dict[str, str], cfg: ServingConfig, approved: bool) -> dict[str, Any]:
     """Arguments of ``SageMakerRegisterModelVersionOperator`` for this version (validated)."""
+    refuse_smoke(mv)
     m = mv.metrics
     metadata = {"streamguard_model": mv.model, "streamguard_version": str(mv.version),
                 "data_content_hash": str(mv.lineage.get("data_content_hash")),

@@ -17,6 +17,7 @@ criterion reports "not enough feedback" instead of firing on noise.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +26,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import feedback as fb
+from . import layout
 from .config import Thresholds
-from .store import Store
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 CRITERIA = ("feedback_volume", "accuracy_drift", "fpr_rise", "score_drift", "input_drift", "schedule")
 SCORE_BINS = np.linspace(0.0, 1.0, 11)
@@ -121,12 +125,13 @@ def model_state(store: Store, model: str) -> ModelState:
         return ModelState(model, None, None, last, {}, None)
     trained_at = fb.parse_ts(champ.created_at)
     reference = None
-    ref_uri = (champ.lineage or {}).get("reference_profile")
-    if ref_uri:
+    ref_key = layout.store_relative((champ.lineage or {}).get("reference_profile"))
+    if ref_key:
         try:
-            reference = store.read_json(store.key_of(ref_uri))
-        except Exception:  # a reference outside this store, or deleted: PSI criteria say so
-            reference = None
+            reference = store.read_json(ref_key)  # store-relative: found in a copied or moved store too
+        except StoreError as exc:  # deleted: the PSI criteria say so
+            log.warning("%s v%d: reference profile %s cannot be read (%s)", model, champ.version,
+                        store.uri(ref_key), exc)
     records, keys = fb.since(store, trained_at, model)
     return ModelState(model, champ.version, trained_at, last, champ.metrics, reference, records, keys)
 

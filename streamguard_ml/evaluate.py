@@ -15,6 +15,7 @@ functions do not measure quality on real code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -107,9 +108,37 @@ def split_provenance(records: Any) -> dict[str, Any]:
     synthetic = sum(v for k, v in counts.items() if k in SYNTHETIC_SOURCES)
     real = sum(counts.values()) - synthetic
     doc = {"samples": int(len(records)), "sources": counts, "synthetic": synthetic, "real": real,
-           "synthetic_only": real == 0 and synthetic > 0}
+           "synthetic_only": real == 0 and synthetic > 0, "content_hash": split_identity(records)}
     doc["statement"] = provenance_statement(doc)
     return doc
+
+
+def split_identity(records: Any) -> str:
+    """SHA-256 over the scored functions (id, label, code) in id order: two versions' figures
+    compare only when they were measured on the same identity."""
+    h = hashlib.sha256()
+    column = lambda name: records[name].astype(str) if name in records else [""] * len(records)  # noqa: E731
+    for sample_id, label, code in sorted(zip(column("id"), column("label"), column("code"))):
+        h.update(f"{sample_id}\x1f{label}\x1f".encode())
+        h.update(hashlib.sha256(code.encode()).digest())
+    return h.hexdigest()
+
+
+def seen_in_training(records: Any, model: Any) -> dict[str, Any] | None:
+    """How many scored functions the model trained or selected on (by ``records.code_fingerprint``).
+
+    Such figures are optimistic: a re-run on a different split, a champion trained on
+    newer data, or a dataset that repeats code across sources all leak test functions
+    into training.  None when the model predates recorded fingerprints.
+    """
+    from .records import code_fingerprint
+
+    seen = model.seen_code() if hasattr(model, "seen_code") else None
+    if seen is None:
+        return None
+    hits = [i for i, code in enumerate(records["code"]) if code_fingerprint(code) in seen]
+    return {"samples": len(hits), "of": int(len(records)),
+            "ids": [str(records["id"].iloc[i]) for i in hits[:20]]}
 
 
 def provenance_statement(doc: dict[str, Any]) -> str:
@@ -160,7 +189,13 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
     log.info("%s %s on %s/%s at threshold %.3f: acc=%.3f f1=%.3f fpr=%.3f auc=%s pairwise=%s", name, model_type,
              run, split, metrics["threshold"], metrics["accuracy"], metrics["f1"], metrics["fpr"],
              _fmt(metrics["roc_auc"]), _fmt(metrics["pairwise_accuracy"]))
-    log.info("%s", metrics["test_data"]["statement"])
+    overlap = metrics["test_data"].get("seen_in_training") or {}
+    if overlap.get("samples"):
+        log.warning("%s %s: %d of %d test functions were in its training or validation data (e.g. %s): its "
+                    "figures on %s/%s are optimistic", name, model_uri, overlap["samples"], overlap["of"],
+                    ", ".join(overlap["ids"][:3]), run, split)
+    else:
+        log.info("%s", metrics["test_data"]["statement"])
     return metrics
 
 
@@ -176,6 +211,13 @@ def score_metrics(records: Any, scores: Any, model: Any, threshold: float | None
     if scores.raw is not None:
         metrics["calibration"] = report(records["label"].to_numpy(), scores.raw, scores.prob, model.calibrator.method)
     metrics["test_data"] = split_provenance(records)
+    overlap = seen_in_training(records, model)
+    if overlap is not None:
+        metrics["test_data"]["seen_in_training"] = overlap
+        if overlap["samples"]:
+            metrics["test_data"]["statement"] += (
+                f" WARNING: {overlap['samples']} of {overlap['of']} of these functions were in this model's "
+                "training or validation data, so its figures here are optimistic.")
     if scores.anomaly is not None:
         from .models.transformer import ANOMALY_THRESHOLD
 

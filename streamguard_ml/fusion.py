@@ -161,9 +161,12 @@ def train_fusion(args: argparse.Namespace) -> dict[str, Any]:
     for name, member in members.items():
         shutil.copytree(member.directory, model_dir / name, dirs_exist_ok=True)
     from .kinds import save_config
+    from .records import fingerprints
 
     save_config(model_dir, {"model_type": "fusion", "members": list(members), "weights": weights,
-                            "dataset": val.meta, "hyperparameters": _fusion_hp(args), **decision["extras"]})
+                            "dataset": val.meta, "hyperparameters": _fusion_hp(args), **decision["extras"],
+                            "trained_on": {"fingerprints": fingerprints(val.records["code"]),
+                                           "val_samples": len(val)}})
     log.info("fusion weights per unit: %s", {n: round(w, 3) for n, w in zip(
         names, (lr.coef_[0] / scale).tolist())})
     return write_summary(model_dir, args, _fusion_hp(args), [], decision, None, val,

@@ -124,6 +124,16 @@ class LoadedModel:
         """The version's own decision threshold (chosen on its validation split)."""
         return float(self.operating_point.threshold)
 
+    def seen_code(self) -> set[str] | None:
+        """Fingerprints of the code this model (and, for the fusion detector, each member) was
+        trained or selected on; None for a model saved before they were recorded."""
+        own = (self.config.get("trained_on") or {}).get("fingerprints")
+        members = getattr(self.model, "members", None) or {}
+        parts = [own] + [m.seen_code() for m in members.values()]
+        if all(p is None for p in parts):
+            return None
+        return set().union(*(p for p in parts if p is not None))
+
     @classmethod
     def from_uri(cls, uri: str, workdir: Path | None = None) -> "LoadedModel":
         from .store import read_uri_bytes

@@ -115,3 +115,29 @@ def sagemaker_dir(run: str, model_type: str) -> str:
 
 def sagemaker_code(digest: str) -> str:
     return f"sagemaker/code/sourcedir-{digest}.tar.gz"
+
+
+#: The top-level folders of a store (see the tree above): what a store-relative key starts with.
+STORE_FOLDERS = ("runs", "registry", "datasets", "ingestion", "feedback", "sagemaker")
+
+
+def store_relative(ref: str | None) -> str | None:
+    """The store key of ``ref``, whether it is a key already or a path/URI written under any store root.
+
+    Registry entries and run records keep keys, so a store copied elsewhere (another
+    directory, S3 and back) still finds its own files; entries written before that held
+    absolute paths, and the part from the last top-level store folder on is their key.
+    None when ``ref`` does not point into a store (a source such as ``sven:PATH``).
+    """
+    if not ref or not isinstance(ref, str) or re.match(r"[A-Za-z][\w+-]*:(?!//)", ref):  # a KIND:PATH source
+        return None
+    parts = ref.replace("\\", "/").split("/")
+    if parts[0] in STORE_FOLDERS and "://" not in ref:
+        return ref
+    starts = [i for i, p in enumerate(parts) if p in STORE_FOLDERS and i > 0]
+    return "/".join(parts[starts[-1]:]) if starts and _is_store_path(parts[starts[-1]:]) else None
+
+
+def _is_store_path(parts: list[str]) -> bool:
+    """``runs/<run>/...`` or ``registry/<model>/...``-shaped: not just any path with such a folder name."""
+    return len(parts) >= 3 or (len(parts) == 2 and parts[0] == "datasets")

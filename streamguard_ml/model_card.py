@@ -205,6 +205,13 @@ def known_limits(card: dict[str, Any]) -> list[str]:
     elif point.get("note"):
         limits.append(f"Operating point: {point['note']}.")
     provenance = card.get("test_data") or {}
+    if card["lineage"].get("smoke"):
+        limits.insert(0, "SMOKE RUN: trained on shrunk data for a few epochs to check the pipeline; this version "
+                         "can never be promoted or deployed.")
+    seen = provenance.get("seen_in_training") or {}
+    if seen.get("samples"):
+        limits.append(f"{seen['samples']} of {seen['of']} test functions were in this model's training or "
+                      "validation data: the test figures are optimistic.")
     sources = card["lineage"].get("sources") or []
     if provenance.get("synthetic_only") or (sources and all(str(s).startswith("synthetic:") for s in sources)):
         limits.append("Trained and tested on built-in synthetic functions only: these figures do not measure "
@@ -317,6 +324,8 @@ def _calibration_lines(card: dict[str, Any]) -> list[str]:
 def render_markdown(card: dict[str, Any]) -> str:
     lin, data = card["lineage"], card["data"]
     lines = [f"# Model card — {card['model']} v{card['version']}", "",
+             *(["", "> **Smoke run** — a pipeline check on shrunk data; never promoted or deployed.", ""]
+               if lin.get("smoke") else []),
              f"- Model type: `{card['model_type']}`; registered {card['created_at']}",
              f"- Artifact: `{card['artifact_uri']}`",
              f"- Code version `{lin.get('code_version')}`, training backend `{lin.get('training_backend')}`, "
@@ -329,9 +338,12 @@ def render_markdown(card: dict[str, Any]) -> str:
                      f"vulnerable/fixed pairs, {data.get('quarantined', 0)} inputs quarantined")
         lines += [f"- {s}: {v['total']} samples, {v['vulnerable']} vulnerable"
                   for s, v in (data.get("per_split") or {}).items()]
-    provenance = (card.get("test_data") or {}).get("statement")
-    if provenance:
-        lines += ["", f"**{provenance}**"]
+    test = card.get("test_data") or {}
+    if test.get("content_hash"):
+        lines.append(f"- Evaluated on test data `{test['content_hash'][:12]}` ({test.get('samples')} functions): "
+                     "figures compare only with versions evaluated on the same data")
+    if test.get("statement"):
+        lines += ["", f"**{test['statement']}**"]
     lines += _operating_point_lines(card)
     at_half = card.get("at_0.5") or {}
     lines += ["", f"## Metrics on the test split at threshold {_fmt(card['metrics'].get('threshold'))} "

@@ -102,8 +102,8 @@ def fusion_step(store: Store, run: str, cfg: PipelineConfig, dataset: dict[str, 
 
 
 def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
-                  gate: dict[str, Any] | None = None, explain_samples: int = 0) -> dict[str, Any]:
-    """Challenger and champion on the same test split, and the promotion decision."""
+                  gate: dict[str, Any] | None = None, explain_samples: int = 0, smoke: bool = False) -> dict[str, Any]:
+    """Challenger and champion on the same test split, and the promotion decision (never promote for ``smoke``)."""
     from .evaluate import evaluate_model, read_predictions
     from .promotion import GateRule, decide
     from .registry import Registry
@@ -119,7 +119,7 @@ def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
     ours = read_predictions(store, run, model_type, "challenger")
     theirs = read_predictions(store, run, model_type, "champion") if champion else None
     decision = decide(challenger, champion, rule, ours["label"], ours["pred"],
-                      theirs["pred"] if theirs is not None else None)
+                      theirs["pred"] if theirs is not None else None, smoke=smoke)
     decision["champion_version"] = champ.version if champ else None
     store.write_json(f"{layout.eval_dir(run, model_type)}/decision.json", decision)
     log.info("%s decision: promote=%s (%s)", model_type, decision["promote"], "; ".join(decision["reasons"]))
@@ -134,11 +134,12 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
     from .registry import Registry
 
     summary = store.read_json(f"{layout.model_dir(run, model_type)}/training.json")
-    lineage = {
+    lineage = {  # references into the store are store-relative keys (registry.relative_lineage)
         "run": layout.run_key(run),
+        "smoke": cfg.smoke,
         "data_content_hash": dataset.get("content_hash"),
-        "split_manifest": dataset.get("manifest"),
-        "dataset_card": dataset.get("dataset_card"),
+        "split_manifest": layout.manifest(run),
+        "dataset_card": layout.dataset_card(run, "md"),
         "code_version": code_version(),
         "base_model": cfg.base_model if model_type in ("transformer", "fusion") else None,
         "members": training.get("members"),
@@ -146,7 +147,7 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
         "job_name": training.get("job_name"),
         "fine_tuned_from": training.get("fine_tuned_from"),
         "sources": list(cfg.all_sources()),
-        "reference_profile": store.uri(f"{layout.eval_dir(run, model_type)}/reference.json"),
+        "reference_profile": f"{layout.eval_dir(run, model_type)}/reference.json",
         "retrain_reasons": list(cfg.retrain_reasons),
     }
     mlflow_run = tracking.track(store, run, model_type, cfg, lineage, evaluation)  # before: entries are write-once

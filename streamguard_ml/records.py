@@ -28,6 +28,22 @@ CWE_NAMES = {
 VULN_TYPE_TO_CWE = {v: k for k, v in CWE_NAMES.items()}
 
 
+def code_fingerprint(code: str) -> str:
+    """A short identity of a function's code that ignores indentation and blank lines.
+
+    A model keeps the fingerprints of what it trained (and selected its epoch) on, so
+    an evaluation can say how many test functions it had already seen — the same code
+    re-indented or copied into another project counts as seen.
+    """
+    lines = (line.strip() for line in str(code).splitlines())
+    return hashlib.sha256("\n".join(line for line in lines if line).encode()).hexdigest()[:16]
+
+
+def fingerprints(*codes: Any) -> list[str]:
+    """Sorted, distinct :func:`code_fingerprint` s of every code column given."""
+    return sorted({code_fingerprint(c) for column in codes for c in column})
+
+
 class Reason:
     """Quarantine reasons (strings, so they read well in JSON and logs)."""
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from . import layout
 from .ledger import Ledger
 from .store import Store, StoreError
 
@@ -103,6 +104,16 @@ class ModelVersion:
         from .thresholds import DEFAULT_THRESHOLD
 
         return float((self.operating_point or {}).get("threshold", DEFAULT_THRESHOLD))
+
+    @property
+    def smoke(self) -> bool:
+        """Trained by a smoke run (shrunk data and epochs): a pipeline check, never a model to ship."""
+        return bool((self.lineage or {}).get("smoke"))
+
+    @property
+    def evaluated_on(self) -> str | None:
+        """The content hash of the test split its metrics come from (None: registered before it was recorded)."""
+        return ((self.metrics or {}).get("test_data") or {}).get("content_hash")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -179,6 +190,19 @@ class Registry:
     def card_prefix(self, model: str, version: int) -> str:
         return f"{self._m(model)}/cards/{version:06d}"
 
+    def _relative(self, uri: str | None) -> str | None:
+        """``uri`` as a store key when it lies inside this store (so it moves with the store), else unchanged."""
+        if not uri:
+            return uri
+        try:
+            return self.store.key_of(uri)
+        except StoreError:
+            return uri
+
+    def _absolute(self, ref: str | None) -> str | None:
+        """A key written by :meth:`_relative` as a URI of this store; an outside path or URI unchanged."""
+        return self.store.uri(ref) if ref and layout.store_relative(ref) == ref else ref
+
     # -- reading ----------------------------------------------------------------
     def models(self) -> list[str]:
         """Names of the models in the registry, sorted.
@@ -226,7 +250,11 @@ class Registry:
 
     def _version(self, model: str, version: int, state: _State) -> ModelVersion:
         ledger = self._ledger(model, "versions")
-        entry = ledger.read(version)
+        entry = dict(ledger.read(version))
+        entry.pop("artifact_key", None)  # always artifact_key(model, version): found wherever the store now lies
+        entry["artifact_uri"] = self.store.uri(self.artifact_key(model, version))
+        entry["source_artifact_uri"] = self._absolute(entry.get("source_artifact_uri"))
+        entry["lineage"] = relative_lineage(entry.get("lineage") or {})
         try:
             mv = ModelVersion(**entry)
         except TypeError as exc:
@@ -275,10 +303,29 @@ class Registry:
             raise RegistryError(f"no versions of {model} are registered yet: run the training DAG first")
         return self._version(model, versions[-1], state)
 
-    def best(self, model: str, metric: str, lower_is_better: bool = False) -> ModelVersion:
-        scored = [mv for mv in self.list(model) if isinstance(mv.metrics.get(metric), (int, float))]
+    def best(self, model: str, metric: str, lower_is_better: bool = False, data: str | None = None) -> ModelVersion:
+        """The version with the best ``metric`` among those evaluated on the same test data.
+
+        Figures from different test splits do not compare (1.000 on synthetic functions is
+        not better than 0.61 on real fixes), so only versions evaluated on ``data`` (a content
+        hash or its prefix) compete — by default the data the newest version was evaluated on.
+        Smoke versions never compete.
+        """
+        scored = [mv for mv in self.list(model) if isinstance(mv.metrics.get(metric), (int, float)) and not mv.smoke]
         if not scored:
-            raise RegistryError(f"no version of {model} has metric {metric!r}")
+            raise RegistryError(f"no version of {model} has metric {metric!r} (smoke versions do not count)")
+        if data is None:
+            data = scored[-1].evaluated_on
+            others = sorted({mv.version for mv in scored if mv.evaluated_on != data})
+            if others:
+                log.warning("best %s of %s: only versions evaluated on the same test data as v%d (%s) compete; "
+                            "v%s were evaluated on other data", metric, model, scored[-1].version,
+                            (data or "unrecorded")[:12], ", v".join(map(str, others)))
+            scored = [mv for mv in scored if mv.evaluated_on == data]
+        else:
+            scored = [mv for mv in scored if (mv.evaluated_on or "").startswith(data)]
+            if not scored:
+                raise RegistryError(f"no version of {model} with metric {metric!r} was evaluated on data {data!r}")
         pick = min if lower_is_better else max
         return pick(scored, key=lambda mv: (mv.metrics[metric], mv.version) if not lower_is_better
                     else (mv.metrics[metric], -mv.version))
@@ -304,13 +351,30 @@ class Registry:
         raise RegistryError(f"version {ref!r}: use a number, latest, deployed or best:<metric>")
 
     def compare(self, model: str, a: int, b: int) -> dict[str, Any]:
+        """Metric deltas from ``a`` to ``b`` — only where both figures come from the same test data.
+
+        Same evaluated data: the registered metrics compare directly (``basis: "same_data"``).
+        Otherwise, when one version's gate scored the other on its own test split, those
+        paired numbers are the comparison (``basis: "gate"``).  Else nothing is compared and
+        ``why_not`` says why and how to get comparable figures.
+        """
         va, vb = self.get(model, a), self.get(model, b)
-        keys = sorted(k for k in set(va.metrics) | set(vb.metrics)
-                      if isinstance(va.metrics.get(k), (int, float)) and isinstance(vb.metrics.get(k), (int, float)))
-        return {"model": model, "a": a, "b": b,
-                "metrics": {k: {"a": va.metrics[k], "b": vb.metrics[k], "delta": vb.metrics[k] - va.metrics[k]}
-                            for k in keys},
-                "lineage": {"a": va.lineage, "b": vb.lineage}}
+        doc: dict[str, Any] = {"model": model, "a": a, "b": b, "lineage": {"a": va.lineage, "b": vb.lineage},
+                               "evaluated_on": {"a": va.evaluated_on, "b": vb.evaluated_on},
+                               "smoke": {"a": va.smoke, "b": vb.smoke}}
+        paired = _paired(va, vb)
+        if va.evaluated_on and va.evaluated_on == vb.evaluated_on:
+            doc.update(comparable=True, why_not=None, basis="same_data", metrics=_deltas(va.metrics, vb.metrics))
+        elif paired is not None:
+            first, second, split = paired
+            doc.update(comparable=True, why_not=None, basis="gate", paired_on=split,
+                       metrics=_deltas(first, second))
+        else:
+            doc.update(comparable=False, basis=None, metrics={}, why_not=(
+                f"v{a} and v{b} were evaluated on different test data ({_data_of(va)} vs {_data_of(vb)}) and "
+                "neither's gate scored the other; score both on one split, e.g. `streamguard-ml evaluate "
+                f"--run {vb.lineage.get('run') or 'RUN'} --model {model} --model-version {a}`"))
+        return doc
 
     def events(self, model: str) -> list[dict[str, Any]]:
         """The audit log, oldest first."""
@@ -332,12 +396,18 @@ class Registry:
         source = _checked_artifact(artifact_uri)  # fail before claiming a number: unreadable or refused
         operating_point = archive_operating_point(source)
 
+        if (lineage or {}).get("smoke") and (decision or {}).get("promote"):
+            raise RegistryError(f"{model}: a smoke run's decision cannot say promote (smoke versions are never "
+                                "promoted); the gate refuses them")
+
         def record(v: int) -> dict[str, Any]:
-            mv = ModelVersion(model, v, self.store.uri(self.artifact_key(model, v)), metrics, params or {},
-                              lineage or {}, idempotency_key=idempotency_key, decision=decision,
-                              source_artifact_uri=artifact_uri, operating_point=operating_point)
+            mv = ModelVersion(model, v, "", metrics, params or {}, relative_lineage(lineage or {}),
+                              idempotency_key=idempotency_key, decision=decision,
+                              source_artifact_uri=self._relative(artifact_uri), operating_point=operating_point)
             body = mv.to_dict()
             body.pop("aliases")
+            body.pop("artifact_uri")
+            body["artifact_key"] = self.artifact_key(model, v)  # store-relative: a copied store keeps working
             return body
 
         version, _ = self._ledger(model, "versions").append(record)
@@ -359,7 +429,7 @@ class Registry:
         key = self.artifact_key(model, version)
         self.store.sweep_partial_writes(f"{self._m(model)}/artifacts")  # what killed registrations left
         if source is not None or not self.store.exists(key):
-            uri = self._ledger(model, "versions").read(version)["source_artifact_uri"]
+            uri = self._absolute(self._ledger(model, "versions").read(version)["source_artifact_uri"])
             self.store.write_bytes(key, source if source is not None else _checked_artifact(uri))
         self._append(model, lambda _: {"event": "registered", "version": version})
         return self.get(model, version)
@@ -408,7 +478,10 @@ class Registry:
 
     def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
         """Make ``version`` the champion (what serving reads); the previous one is archived."""
-        self._require(model, version)
+        mv = self.get(model, version)
+        if mv.smoke:
+            raise RegistryError(f"{model} v{version} was trained by a smoke run (shrunk data and epochs): smoke "
+                                "versions are never promoted or deployed; train without smoke=true")
         self._append(model, lambda seq: {"event": "promoted", "version": version, "reason": reason,
                                          "previous": self._state(model, seq).aliases.get(CHAMPION)})
         return self.get(model, version)
@@ -443,6 +516,55 @@ class Registry:
                     "reason": reason}
 
         return self.get(model, self._append(model, entry)["version"])
+
+
+def _deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, float]]:
+    keys = sorted(k for k in set(a) | set(b) if _number(a.get(k)) and _number(b.get(k)))
+    return {k: {"a": a[k], "b": b[k], "delta": b[k] - a[k]} for k in keys}
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _paired(va: ModelVersion, vb: ModelVersion) -> tuple[dict[str, Any], dict[str, Any], str | None] | None:
+    """(a's figures, b's figures, split hash) from the gate of whichever version was judged against the other."""
+    for older, newer, flip in ((va, vb, False), (vb, va, True)):
+        decision = newer.decision or {}
+        if decision.get("champion_version") == older.version and decision.get("champion"):
+            pair = (decision["champion"], decision["challenger"])
+            return (*(pair[::-1] if flip else pair), newer.evaluated_on)
+    return None
+
+
+def _data_of(mv: ModelVersion) -> str:
+    test = mv.metrics.get("test_data") or {}
+    kind = "synthetic only" if test.get("synthetic_only") else "real code" if test.get("real") else "unknown kind"
+    return f"{(mv.evaluated_on or 'unrecorded')[:12]}: {test.get('samples', '?')} functions, {kind}"
+
+
+#: Lineage fields that name files of the store itself (kept as store-relative keys).
+STORE_REFERENCES = ("dataset_card", "split_manifest", "reference_profile")
+
+
+def relative_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
+    """``lineage`` with every reference into the store as a store-relative key.
+
+    What the pipeline writes is relative already; older entries held absolute paths of
+    the store they were written in, which a copied or moved store must not follow.
+    """
+    out = dict(lineage)
+    for name in STORE_REFERENCES:
+        if isinstance(out.get(name), str):
+            out[name] = layout.store_relative(out[name]) or out[name]
+    if isinstance(out.get("members"), dict):
+        out["members"] = {k: (layout.store_relative(v) or v) if isinstance(v, str) else v
+                          for k, v in out["members"].items()}
+    parent = out.get("fine_tuned_from")
+    if isinstance(parent, dict) and isinstance(parent.get("artifact_uri"), str):
+        out["fine_tuned_from"] = {**parent, "artifact_uri": layout.store_relative(parent["artifact_uri"])
+                                  or parent["artifact_uri"]}
+    return out
 
 
 def _checked_artifact(uri: str) -> bytes:

@@ -353,8 +353,16 @@ def _train_model(args: argparse.Namespace) -> dict[str, Any]:
     from .inference import score_split
 
     decision = decision_rule(args, val.labels, score_split(kind, model, val, args.batch_size).logit)
-    kind.save(model.cpu(), model_dir, train.meta, hp, decision["extras"])
+    kind.save(model.cpu(), model_dir, train.meta, hp, {**decision["extras"], "trained_on": _trained_on(train, val)})
     return write_summary(model_dir, args, hp, history, decision, train, val)
+
+
+def _trained_on(train: Any, val: Any) -> dict[str, Any]:
+    """The code the model learned from and selected its epoch and threshold on (``records.fingerprints``)."""
+    from .records import fingerprints
+
+    return {"fingerprints": fingerprints(train.records["code"], val.records["code"]),
+            "train_samples": len(train), "val_samples": len(val)}
 
 
 def output_dir(args: argparse.Namespace) -> Path:

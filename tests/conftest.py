@@ -88,15 +88,27 @@ def processed_run(tiny_base_model):
     return store, "shared", cfg, dataset
 
 
+#: A training DAG run as small as a smoke run but not one (smoke versions are never promoted), with a
+#: gate that promotes whatever it trains: the conf of the tests that need champions.
+TINY_RUN = {"sources": ["synthetic:160"], "gnn_epochs": 6, "transformer_epochs": 1, "min_epochs": 1,
+            "max_length": 128, "window_stride": 96, "shard_size": 64, "explain_samples": 6,
+            "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0, "min_test_samples": 0}}
+
+
 @pytest.fixture(scope="session")
-def smoke_training(airflow_db, tiny_base_model):
-    """One real run of the training DAG (dag.test, smoke mode) into its own store, shared by tests."""
+def tiny_run(tiny_base_model) -> dict:
+    """:data:`TINY_RUN` with the offline test encoder."""
+    return {**TINY_RUN, "base_model": tiny_base_model}
+
+
+@pytest.fixture(scope="session")
+def smoke_training(airflow_db, tiny_run):
+    """One real run of the training DAG (dag.test, :data:`TINY_RUN`) into its own store, shared by tests."""
     from airflow.dag_processing.dagbag import DagBag
 
     store_root = _SESSION_DIR / "dag-store"
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
-    run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
-                             "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0}})
+    run = dag.test(run_conf={**tiny_run, "store": str(store_root)})
     return store_root, run
 
 

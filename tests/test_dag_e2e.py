@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_training_dag_smoke_run_registers_all_three_models(airflow_db, tiny_base_model, tmp_path, aws_env, monkeypatch):
+def test_training_dag_tiny_run_registers_all_three_models(airflow_db, tiny_run, tmp_path, aws_env, monkeypatch):
     """The GNN, the transformer and the fusion detector fitted from them, each with its operating point;
     with the optional shipping switched on, every champion is deployed to a SageMaker endpoint and
     every version exported to SageMaker Model Registry (moto's server)."""
@@ -28,9 +28,7 @@ def test_training_dag_smoke_run_registers_all_three_models(airflow_db, tiny_base
     boto3.client("s3").create_bucket(Bucket="sg-e2e-serving")
     store_root = tmp_path / "store"
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["streamguard_training"]
-    run = dag.test(run_conf={"smoke": True, "base_model": tiny_base_model, "store": str(store_root),
-                             "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0},
-                             "deploy_endpoint": True, "export_model_registry": True,
+    run = dag.test(run_conf={**tiny_run, "store": str(store_root), "deploy_endpoint": True, "export_model_registry": True,
                              "serving": {"s3_prefix": "s3://sg-e2e-serving/staging"}})
     assert str(run.state).endswith("success"), run.state
     reg = Registry(LocalStore(store_root))
@@ -43,6 +41,10 @@ def test_training_dag_smoke_run_registers_all_three_models(airflow_db, tiny_base
         assert mv.metrics["test_data"]["synthetic_only"] and "do NOT measure" in mv.metrics["test_data"]["statement"]
         assert 0.0 <= mv.metrics["accuracy"] <= 1.0
         assert mv.lineage["data_content_hash"] and mv.lineage["code_version"] and mv.params
+        assert mv.lineage["smoke"] is False and mv.evaluated_on == mv.metrics["test_data"]["content_hash"]
+        assert mv.metrics["test_data"]["seen_in_training"]["samples"] == 0  # grouped splits: nothing leaked
+        assert not Path(mv.lineage["dataset_card"]).is_absolute()  # store-relative keys
+        assert (store_root / mv.lineage["dataset_card"]).is_file()
         assert mv.lineage["reference_profile"] and mv.lineage["training_backend"] == "local"
         assert "localisation_top1" in mv.metrics
         assert mv.decision["kind"] == "first_model_floors"

@@ -88,6 +88,9 @@ def test_metrics_are_taken_at_the_versions_threshold_and_repeated_at_one_half():
     assert (m["at_0.5"]["tp"], m["at_0.5"]["fp"]) == (2, 0)
     assert m["operating_point"]["policy"] == "max_fpr" and not m["operating_point"]["overridden"]
     assert set(m["calibration"]) >= {"brier_before", "brier_after", "ece_before", "ece_after"}
+    identity = m["test_data"].pop("content_hash")
+    assert len(identity) == 64 and identity == score_metrics(_records(["sven"] * 6), scores, Model())[
+        "test_data"]["content_hash"]
     assert m["test_data"] == {"samples": 6, "sources": {"sven": 6}, "synthetic": 0, "real": 6,
                               "synthetic_only": False, "statement": "Test split: 6 real functions (6 sven)."}
     assert score_metrics(_records(["sven"] * 6), scores, Model(), threshold=0.5)["operating_point"]["overridden"]

@@ -29,8 +29,10 @@ def artifact(tmp_path):
 
 def test_register_list_show_latest_best_compare(any_store, artifact):
     reg = Registry(any_store)
-    v1 = reg.register("m", artifact, {"accuracy": 0.8, "f1": 0.7, "fpr": 0.1}, {"lr": 1}, {"data_content_hash": "abc"})
-    v2 = reg.register("m", artifact, {"accuracy": 0.9, "f1": 0.6, "fpr": 0.05})
+    same = {"test_data": {"content_hash": "f" * 64}}  # evaluated on the same data: comparable
+    v1 = reg.register("m", artifact, {"accuracy": 0.8, "f1": 0.7, "fpr": 0.1, **same}, {"lr": 1},
+                      {"data_content_hash": "abc"})
+    v2 = reg.register("m", artifact, {"accuracy": 0.9, "f1": 0.6, "fpr": 0.05, **same})
     assert (v1.version, v2.version) == (1, 2) and reg.models() == ["m"]
     assert [mv.version for mv in reg.list("m")] == [1, 2]
     assert reg.get("m", 1).lineage == {"data_content_hash": "abc"} and reg.get("m", 1).params == {"lr": 1}

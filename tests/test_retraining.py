@@ -87,5 +87,7 @@ def test_retraining_loop(smoke_training, tiny_base_model):
     ingest_reports = [json.loads(p.read_text()) for p in (store_root / "runs").glob("*/ingest/report.json")]
     assert any(any(k.startswith("feedback:") and v >= 60 for k, v in r["inputs_per_source"].items())
                for r in ingest_reports)
-    assert new.decision["kind"] == "champion_challenger" and isinstance(new.decision["promote"], bool)
+    assert new.decision["kind"] == "champion_challenger" and new.decision["promote"] is False
+    assert new.smoke and new.decision["reasons"][0].startswith("refused: a smoke run")  # never promoted
+    assert reg.champion("taint-flow-gnn").version == 1
     assert new.decision["champion_version"] == 1  # judged against the champion on the same test split

@@ -77,6 +77,8 @@ def plan_export(promoted: dict[str, Any]) -> dict[str, Any]:
     if not get_current_context()["params"].get("export_model_registry"):
         _skip("export_model_registry is off")
     cfg, registry, mv, client = _version(promoted)
+    if mv.smoke:
+        _skip(f"{mv.model} v{mv.version} is a smoke run's: smoke versions are never exported or deployed")
     arn = exported_package(client, mv.model, mv.version)
     if arn:
         _skip(f"{mv.model} v{mv.version} was already exported as {arn}")

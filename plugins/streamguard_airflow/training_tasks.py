@@ -81,7 +81,7 @@ def evaluate(model_type: str, trained: dict[str, Any]) -> dict[str, Any]:
 
     cfg, store, run = _ctx()
     gate = get_current_context()["params"].get("gate") or {}
-    result = evaluate_step(store, run, model_type, trained["model_uri"], gate, cfg.explain_samples)
+    result = evaluate_step(store, run, model_type, trained["model_uri"], gate, cfg.explain_samples, cfg.smoke)
     return {k: result[k] for k in ("model_type", "metrics", "decision", "metrics_uri")}
 
 
