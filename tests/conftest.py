@@ -28,6 +28,7 @@ os.environ.update({
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 })
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # never log test runs to a developer's real server
 sys.path.insert(0, str(REPO / "plugins"))
 
 
