@@ -14,7 +14,7 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 COPY --chown=airflow:root setup.cfg setup.py pyproject.toml MANIFEST.in README.md ./
 COPY --chown=airflow:root native ./native
 COPY --chown=airflow:root streamguard_ml ./streamguard_ml
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" .
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" ".[mlflow]"
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 WORKDIR /opt/airflow
