@@ -48,7 +48,7 @@ def test_training_dag_on_sagemaker_registers_all_three_models(airflow_db, tiny_b
         "sources": ["synthetic:64"], "shard_size": 64, "gnn_epochs": 2, "transformer_epochs": 1,
         "max_length": 64, "window_stride": 48, "explain_samples": 2,
         "sagemaker": {"staging_uri": f"s3://{BUCKET}/staging", "check_interval_s": 1, "deferrable": True},
-        "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0}})
+        "gate": {"floor_accuracy": 0.0, "floor_f1": 0.0, "floor_max_fpr": 1.0, "min_test_samples": 0}})
     container.join()
     assert str(run.state).endswith("success"), (run.state, container.outputs)
 
