@@ -61,7 +61,7 @@ def member_digests(store: Store, run: str, members: dict[str, str]) -> dict[str,
     """What identifies each member of the run: its own parameter digest (its URI when it has none)."""
     out = {}
     for name, uri in members.items():
-        key = f"{layout.model_dir(run, name)}/training.json"
+        key = layout.training_summary(run, name)
         summary = store.read_json(key) if store.exists(key) else {}
         out[name] = summary.get("params_digest") or summary.get("job_name") or uri
     return out
@@ -78,7 +78,7 @@ def train_local(store: Store, run: str, model_type: str, cfg: PipelineConfig, in
     hp = hyperparameters_for(cfg, model_type, fine_tune=bool(init_uri))
     digest = params_digest(hp, dataset_hash, init_uri, member_digests(store, run, members) if members else None)
     archive_key = layout.model_archive(run, model_type)
-    summary_key = f"{layout.model_dir(run, model_type)}/training.json"
+    summary_key = layout.training_summary(run, model_type)
     if store.exists(archive_key) and store.exists(summary_key):
         summary = store.read_json(summary_key)
         if summary.get("params_digest") == digest:
@@ -112,7 +112,7 @@ def store_trained_model(store: Store, run: str, model_type: str, archive: bytes,
                         summary: dict[str, Any]) -> dict[str, Any]:
     """Put a trained ``model.tar.gz`` and its ``training.json`` into the run layout (any backend)."""
     store.write_bytes(layout.model_archive(run, model_type), archive)
-    store.write_json(f"{layout.model_dir(run, model_type)}/training.json", summary)
+    store.write_json(layout.training_summary(run, model_type), summary)
     return _result(store, run, model_type, summary)
 
 

@@ -185,7 +185,7 @@ def evaluate_model(store: Store, run: str, model_type: str, model_uri: str, work
                          reference_profile(data.records["code"], scores.prob, data.graphs["node_type"]))
     _write_predictions(store, f"{layout.eval_dir(run, model_type)}/{name}-predictions.parquet", data, scores,
                        metrics["threshold"])
-    store.write_json(f"{layout.eval_dir(run, model_type)}/{name}-metrics.json", metrics)
+    store.write_json(layout.eval_metrics(run, model_type, name), metrics)
     log.info("%s %s on %s/%s at threshold %.3f: acc=%.3f f1=%.3f fpr=%.3f auc=%s pairwise=%s", name, model_type,
              run, split, metrics["threshold"], metrics["accuracy"], metrics["f1"], metrics["fpr"],
              _fmt(metrics["roc_auc"]), _fmt(metrics["pairwise_accuracy"]))

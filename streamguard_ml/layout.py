@@ -97,6 +97,19 @@ def eval_dir(run: str, model_type: str) -> str:
     return f"{run_root(run)}/eval/{model_type}"
 
 
+def training_summary(run: str, model_type: str) -> str:
+    """``training.json``: hyperparameters, per-epoch history, validation figures (see train.write_summary)."""
+    return f"{model_dir(run, model_type)}/training.json"
+
+
+def eval_metrics(run: str, model_type: str, name: str = "challenger") -> str:
+    return f"{eval_dir(run, model_type)}/{name}-metrics.json"
+
+
+def decision(run: str, model_type: str) -> str:
+    return f"{eval_dir(run, model_type)}/decision.json"
+
+
 def corpus() -> str:
     return "ingestion/corpus.parquet"
 

@@ -121,10 +121,10 @@ def evaluate_step(store: Store, run: str, model_type: str, model_uri: str,
     decision = decide(challenger, champion, rule, ours["label"], ours["pred"],
                       theirs["pred"] if theirs is not None else None, smoke=smoke)
     decision["champion_version"] = champ.version if champ else None
-    store.write_json(f"{layout.eval_dir(run, model_type)}/decision.json", decision)
+    store.write_json(layout.decision(run, model_type), decision)
     log.info("%s decision: promote=%s (%s)", model_type, decision["promote"], "; ".join(decision["reasons"]))
     return {"model_type": model_type, "metrics": challenger, "champion_metrics": champion, "decision": decision,
-            "metrics_uri": store.uri(f"{layout.eval_dir(run, model_type)}/challenger-metrics.json")}
+            "metrics_uri": store.uri(layout.eval_metrics(run, model_type))}
 
 
 def register_step(store: Store, run: str, model_type: str, training: dict[str, Any],
@@ -133,7 +133,7 @@ def register_step(store: Store, run: str, model_type: str, training: dict[str, A
     from .model_card import run_inputs, write_model_card
     from .registry import Registry
 
-    summary = store.read_json(f"{layout.model_dir(run, model_type)}/training.json")
+    summary = store.read_json(layout.training_summary(run, model_type))
     lineage = {  # references into the store are store-relative keys (registry.relative_lineage)
         "run": layout.run_key(run),
         "smoke": cfg.smoke,

@@ -77,18 +77,6 @@ class TrackingError(RuntimeError):
 
 
 # -- what a run left in the store ---------------------------------------------------------
-def training_key(run: str, model_type: str) -> str:
-    return f"{layout.model_dir(run, model_type)}/training.json"
-
-
-def evaluation_key(run: str, model_type: str) -> str:
-    return f"{layout.eval_dir(run, model_type)}/challenger-metrics.json"
-
-
-def decision_key(run: str, model_type: str) -> str:
-    return f"{layout.eval_dir(run, model_type)}/decision.json"
-
-
 def _read(store: Store, key: str) -> Any:
     return store.read_json(key) if store.exists(key) else None
 
@@ -133,18 +121,18 @@ def run_figures(store: Store, run: str, model_type: str) -> dict[str, Any]:
     its MLflow link).  A ValueError names the run when it trained no such model.
     """
     run = layout.run_key(run)
-    training = _read(store, training_key(run, model_type))
+    training = _read(store, layout.training_summary(run, model_type))
     if training is None:
         types = run_model_types(store).get(run)
         raise ValueError(f"run {run!r} has no trained {model_type} model in {store.uri('runs')}: "
                          + (f"it trained {', '.join(types)}" if types else "no such run (see `streamguard-ml runs list`)"))
-    evaluation = _read(store, evaluation_key(run, model_type))
-    decision = _read(store, decision_key(run, model_type))
+    evaluation = _read(store, layout.eval_metrics(run, model_type))
+    decision = _read(store, layout.decision(run, model_type))
     dataset = training.get("dataset") if isinstance(training.get("dataset"), dict) else {}
     test = (evaluation or {}).get("test_data") if isinstance((evaluation or {}).get("test_data"), dict) else {}
     return {
         "run": run, "model_type": model_type, "model": REGISTRY_NAMES.get(model_type, model_type),
-        "created": modified_at(store, training_key(run, model_type)),
+        "created": modified_at(store, layout.training_summary(run, model_type)),
         "params": dict(training.get("hyperparameters") or {}),
         "history": [row for row in training.get("history") or [] if isinstance(row, dict)],
         "validation": training.get("validation") if isinstance(training.get("validation"), dict) else {},
@@ -413,9 +401,9 @@ def _track(uri: str, store: Store, run: str, model_type: str, lineage: dict[str,
     client = _client(uri)
     model = REGISTRY_NAMES.get(model_type, model_type)
     experiment_id = _experiment_id(client, model)
-    training = store.read_json(training_key(run, model_type))
+    training = store.read_json(layout.training_summary(run, model_type))
     # evaluate_step's result carries the metrics that are registered; else what evaluation wrote to the store
-    final = (evaluation or {}).get("metrics") or _read(store, evaluation_key(run, model_type)) or {}
+    final = (evaluation or {}).get("metrics") or _read(store, layout.eval_metrics(run, model_type)) or {}
     tags = {TAG_RUN_KEY: run, TAG_MODEL_TYPE: model_type, TAG_REGISTRY_MODEL: model,
             TAG_SMOKE: str(bool(lineage.get("smoke"))).lower(), "streamguard.store": store.root[:MAX_TAG_VALUE]}
     existing = find_run(client, experiment_id, run, model_type)
@@ -440,7 +428,7 @@ def _track(uri: str, store: Store, run: str, model_type: str, lineage: dict[str,
         client.log_batch(run_id, metrics=chunk)
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
     with tempfile.TemporaryDirectory(prefix="sg-mlflow-") as tmp:
-        for key in (training_key(run, model_type), evaluation_key(run, model_type), decision_key(run, model_type)):
+        for key in (layout.training_summary(run, model_type), layout.eval_metrics(run, model_type), layout.decision(run, model_type)):
             if store.exists(key):
                 path = store.download_file(key, Path(tmp) / Path(key).name)
                 client.log_artifact(run_id, str(path), RUN_ARTIFACTS)
