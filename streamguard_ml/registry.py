@@ -55,6 +55,10 @@ class RegistryConflict(RegistryError):
     """The registry is not in the state the caller expected (someone else moved the champion); nothing changed."""
 
 
+#: ``Registry.promote(expected=...)`` left out: promote whichever version is the champion now.
+ANY_CHAMPION = object()
+
+
 def validate_model_name(name: object) -> str:
     """``name`` if it is a model name (:data:`_NAME_RULE`), else RegistryError naming it and the rule.
 
@@ -476,14 +480,35 @@ class Registry:
                 return False
         return False
 
-    def promote(self, model: str, version: int, reason: str = "manual") -> ModelVersion:
-        """Make ``version`` the champion (what serving reads); the previous one is archived."""
+    def promote(self, model: str, version: int, reason: str = "manual",
+                expected: int | None | object = ANY_CHAMPION) -> ModelVersion:
+        """Make ``version`` the champion (what serving reads); the previous one is archived.
+
+        ``expected`` is the champion the caller believes is current (``None``: no champion
+        yet).  If another promotion or rollback moved it first, this raises
+        :class:`RegistryConflict` and changes nothing; checked and written as one log entry
+        (compare-and-append, as in :meth:`rollback`), so of two people promoting from the same
+        view only the first moves the champion; promoting the expected champion itself is a
+        conflict too (nothing would move).  Left out, the promotion is unconditional.
+        """
         mv = self.get(model, version)
         if mv.smoke:
             raise RegistryError(f"{model} v{version} was trained by a smoke run (shrunk data and epochs): smoke "
                                 "versions are never promoted or deployed; train without smoke=true")
-        self._append(model, lambda seq: {"event": "promoted", "version": version, "reason": reason,
-                                         "previous": self._state(model, seq).aliases.get(CHAMPION)})
+
+        def entry(seq: int) -> dict[str, Any]:
+            current = self._state(model, seq).aliases.get(CHAMPION)
+            if expected is not ANY_CHAMPION and current != expected:
+                now = f"the champion is v{current}" if current is not None else "there is no champion"
+                was = f"v{expected}" if expected is not None else "no champion"
+                raise RegistryConflict(f"promotion of {model} v{version}: {now}, not {was} as expected (someone "
+                                       "else moved it); nothing was changed: check `streamguard-ml registry show "
+                                       f"{model} deployed` and decide again")
+            if expected is not ANY_CHAMPION and current == version:
+                raise RegistryConflict(f"{model} v{version} is the champion already; nothing was changed")
+            return {"event": "promoted", "version": version, "reason": reason, "previous": current}
+
+        self._append(model, entry)
         return self.get(model, version)
 
     def rollback(self, model: str, reason: str = "rollback", expected: int | None = None) -> ModelVersion:

@@ -115,6 +115,32 @@ def test_compare_and_best_only_set_figures_from_the_same_test_data_side_by_side(
     assert reg.best("m", "f1").version == 3  # smoke versions never compete
 
 
+def test_cli_best_takes_the_test_data_and_log_prints_the_audit_trail(store, artifact, capsys):
+    from streamguard_ml.cli import main as cli_main
+
+    reg = Registry(store)
+    reg.register("m", artifact, {"accuracy": 1.0, "f1": 1.0, "test_data": _test_data("a" * 64, synthetic=True)})
+    reg.register("m", artifact, {"accuracy": 0.6, "f1": 0.6, "test_data": _test_data("b" * 64)})
+    reg.record_decision("m", 2, {"promote": True, "reasons": ["first model clears the floors"]})
+    reg.promote("m", 2, "gate")
+    reg.promote("m", 1, "by hand")
+    reg.rollback("m", "v1 was tested on synthetic data")
+    base = ["--store", store.root, "registry"]
+    assert cli_main([*base, "best", "m", "--metric", "f1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 2
+    assert cli_main([*base, "best", "m", "--data", "aaaa", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 1
+    assert cli_main([*base, "log", "m"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and lines[0].split()[0] == "1" and "v1 registered" in lines[0]
+    assert "v2 gate: promote: first model clears the floors" in lines[2]
+    assert "v1 champion (was v2): by hand" in lines[4]
+    assert lines[5].endswith("v2 champion (rolled back) (was v1): v1 was tested on synthetic data")
+    assert cli_main([*base, "log", "m", "--json"]) == 0
+    assert [e["event"] for e in json.loads(capsys.readouterr().out)] == [
+        "registered", "registered", "decision", "promoted", "promoted", "rolled_back"]
+
+
 def test_split_identity_is_the_scored_functions_not_their_order():
     frame = pd.DataFrame({"id": ["a", "b"], "label": [1, 0], "code": ["def f(): pass", "def g(): pass"]})
     assert split_identity(frame) == split_identity(frame.iloc[::-1])

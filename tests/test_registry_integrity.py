@@ -106,8 +106,9 @@ def test_a_repeated_rollback_with_the_precondition_is_a_conflict_not_a_redeploy(
     assert [e["event"] for e in reg.events("m")].count("rolled_back") == 1
 
 
-def _race(store_root: str, n: int, **kwargs) -> list:
-    """``n`` rollbacks at the same moment, each through its own Registry on its own store object."""
+def _race(store_root: str, n: int, change=lambda reg, i, **kw: reg.rollback("m", **kw), **kwargs) -> list:
+    """``n`` registry changes (rollbacks unless ``change`` says otherwise) at the same moment,
+    each through its own Registry on its own store object."""
     from streamguard_ml.store import open_store
 
     registries = [Registry(open_store(store_root)) for _ in range(n)]
@@ -118,7 +119,7 @@ def _race(store_root: str, n: int, **kwargs) -> list:
     def one(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = registries[i].rollback("m", **kwargs).version
+            results[i] = change(registries[i], i, **kwargs).version
         except RegistryError as exc:
             results[i] = exc
 
@@ -170,6 +171,30 @@ def test_cli_rollback_expect_current(store, artifact, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "champion is v1, not v2" in err and "--expect-current" in err
     assert Registry(store).champion("m").version == 1
+
+
+def test_promote_with_expected_champion_is_compare_and_append(store, artifact, capsys):
+    reg = _registry_with(store, artifact, 3)
+    with pytest.raises(RegistryConflict, match="there is no champion, not v1"):
+        reg.promote("m", 2, expected=1)
+    reg.promote("m", 1, expected=None)  # None: "no champion yet", as a page on an empty model shows
+    with pytest.raises(RegistryConflict, match="the champion is v1, not no champion"):
+        reg.promote("m", 2, expected=None)
+    assert reg.champion("m").version == 1 and [e["event"] for e in reg.events("m")].count("promoted") == 1
+    args = ["registry", "promote", "m", "3", "--expect-current", "2", "--store", store.root]
+    assert cli_main(args) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "champion is v1, not v2" in err
+    assert cli_main(args[:-4] + ["--expect-current", "1", "--store", store.root]) == 0
+    assert reg.champion("m").version == 3
+
+
+def test_concurrent_promotions_from_one_view_move_the_champion_once(any_store, artifact):
+    _registry_with(any_store, artifact, 3)
+    results = _race(any_store.root, 2, change=lambda reg, i: reg.promote("m", i + 2, expected=None))
+    moved = [r for r in results if isinstance(r, int)]
+    assert len(moved) == 1 and sum(isinstance(r, RegistryConflict) for r in results) == 1
+    assert Registry(any_store).champion("m").version == moved[0]
 
 
 # -- item 3: a registration killed mid-write leaves nothing visible ----------------------------

@@ -397,7 +397,9 @@ def test_promote_and_rollback_need_edit_rights_the_csrf_token_and_the_current_ch
     assert foreign.status_code == 403 and "cross-origin" in foreign.json()["detail"]
     headers = {"X-StreamGuard-CSRF": token}
     stale = user.post(f"{url}/promote", json={"version": 1, "expected": 1}, headers=headers)
-    assert stale.status_code == 409 and "now v2, not v1" in stale.json()["detail"]
+    assert stale.status_code == 409 and "champion is v2, not v1" in stale.json()["detail"]
+    again = user.post(f"{url}/promote", json={"version": 2, "expected": 2}, headers=headers)
+    assert again.status_code == 409 and "v2 is the champion already" in again.json()["detail"]
     assert user.post(f"{url}/promote", json={"version": 3, "expected": 2}, headers=headers).status_code == 400
     assert "smoke" in user.post(f"{url}/promote", json={"version": 3, "expected": 2}, headers=headers).text
     assert user.post(f"{url}/promote", json={"version": 9, "expected": 2}, headers=headers).status_code == 404

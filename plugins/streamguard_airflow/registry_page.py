@@ -552,24 +552,19 @@ class RollbackRequest(BaseModel):
     reason: str = ""
 
 
-def promote_expecting(registry: Any, model: str, version: int, expected: int | None, reason: str) -> Any:
-    """Promote ``version`` if the champion is still ``expected`` (RegistryConflict otherwise).
+def promote_from_page(registry: Any, model: str, version: int, expected: int | None, reason: str) -> Any:
+    """Promote ``version`` if the champion is still ``expected``, the one the page showed.
 
-    ``Registry.promote`` takes no expected champion (``rollback`` does): the check here is
-    made just before the promotion, so two people promoting in the same instant could both
-    pass it; the log still records both moves in order.
+    The check and the promotion are one compare-and-append in the registry, so of two people
+    promoting from the same page only the first moves the champion; the other gets a 409.
     """
     from streamguard_ml.registry import RegistryConflict
 
-    current = registry.aliases(model).get(CHAMPION)
-    if current != expected:
-        now = f"v{current}" if current is not None else "none"
-        was = f"v{expected}" if expected is not None else "none"
-        raise RegistryConflict(f"the champion of {model} is now {now}, not {was} as this page showed (someone else "
-                               "moved it); nothing was changed: reload the page and decide again")
-    if current == version:
-        raise RegistryConflict(f"{model} v{version} is the champion already; nothing was changed")
-    return registry.promote(model, version, reason)
+    try:
+        return registry.promote(model, version, reason, expected=expected)
+    except RegistryConflict as exc:
+        raise RegistryConflict(f"{exc} (reload the page: it showed "
+                               f"{'v' + str(expected) if expected is not None else 'no champion'})") from None
 
 
 def _registry_call(action: Any) -> JSONResponse:
@@ -647,7 +642,7 @@ def create_app() -> FastAPI:
         check_csrf(request)
         registry = _registry()
         _version(registry, _model(registry, model), body.version)
-        return _registry_call(lambda: promote_expecting(registry, model, body.version, body.expected,
+        return _registry_call(lambda: promote_from_page(registry, model, body.version, body.expected,
                                                         _reason(body.reason, "promoted", user)))
 
     @app.post("/registry/api/{model}/rollback")

@@ -44,7 +44,7 @@ environment:
                      Without either, ingest, preprocess, train and evaluate log their progress (the
                      epoch lines) when stderr is a terminal; other commands log only warnings.
 
-exit status: 0 done, 2 bad input (one line on stderr), 3 registry conflict (rollback --expect-current),
+exit status: 0 done, 2 bad input (one line on stderr), 3 registry conflict (promote or rollback --expect-current),
   4 predict wrote its output but some inputs are error rows, 130 interrupted, 141 stdout closed early
   (piped into head: quietly, as a program ended by SIGPIPE)."""
 

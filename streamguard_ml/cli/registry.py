@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import UsageError, common, emit, store_of
 from .models import MODEL_ALIASES, REF_HELP, known_model
@@ -35,7 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = common(rsub.add_parser("best", help="the version with the best value of a metric"))
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--metric", default="f1", help="metric to rank by (default f1; fpr and loss: lower is better)")
-    p.set_defaults(func=lambda a: _show(a, f"best:{a.metric}"))
+    p.add_argument("--data", default=None, metavar="HASH",
+                   help="rank the versions evaluated on this test data (a content hash or its prefix, as "
+                        "`registry show` prints it; default: the data the newest version was evaluated on)")
+    p.set_defaults(func=cmd_best)
+
+    p = common(rsub.add_parser("log", help="the audit log: registrations, status changes, decisions, "
+                                           "promotions and rollbacks, oldest first"))
+    p.add_argument("model", help=MODEL_HELP)
+    p.set_defaults(func=cmd_log)
 
     p = common(rsub.add_parser("compare", help="metric deltas between two versions"))
     p.add_argument("model", help=MODEL_HELP)
@@ -43,10 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", help="the version compared to: " + REF_HELP)
     p.set_defaults(func=cmd_compare)
 
-    p = common(rsub.add_parser("promote", help="make a version the champion (deployed)"))
+    p = common(rsub.add_parser("promote", help="make a version the champion (deployed)",
+                               description="Make a version the champion. With --expect-current N it changes "
+                                           "nothing and exits 3 unless vN is still the champion, so two people "
+                                           "promoting from the same view cannot both move it."))
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("version", help=REF_HELP)
     p.add_argument("--reason", default="manual promotion", help="why, for the audit log")
+    p.add_argument("--expect-current", type=int, default=None, metavar="N",
+                   help="promote only if vN is the champion now (else exit 3, nothing changed)")
     p.set_defaults(func=cmd_promote)
 
     p = common(rsub.add_parser("rollback", help="undo the latest champion move (again: one more step back)",
@@ -192,6 +205,42 @@ def cmd_show(args: argparse.Namespace) -> int:
     return _show(args, args.version)
 
 
+def cmd_best(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    mv = registry.best(known_model(registry, args.model), args.metric,
+                       lower_is_better=args.metric in ("fpr", "loss"), data=args.data)
+    return _show(args, str(mv.version))
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    events = registry.events(known_model(registry, args.model))
+    emit(args, events, lambda es: print("\n".join(log_lines(es))))
+    return 0
+
+
+def log_lines(events: list[dict[str, Any]]) -> list[str]:
+    """One line per audit-log entry: what happened to which version, and why."""
+    lines = []
+    for e in events:
+        what = {"promoted": "champion", "rolled_back": "champion (rolled back)"}.get(e.get("event"))
+        if what:
+            previous = f" (was v{e['previous']})" if e.get("previous") is not None else ""
+            text = f"v{e['version']} {what}{previous}"
+        elif e.get("event") == "status":
+            text = f"v{e['version']} {e.get('status')}"
+        elif e.get("event") == "decision":
+            decision = e.get("decision") or {}
+            text = f"v{e['version']} gate: {'promote' if decision.get('promote') else 'keep the champion'}"
+            e = {**e, "reason": "; ".join(decision.get("reasons") or [])}
+        else:
+            text = f"v{e.get('version')} {e.get('event')}"
+        when = str(e.get("at") or "")[:19]
+        reason = f": {e['reason']}" if e.get("reason") else ""
+        lines.append(" ".join(x for x in (f"{e['seq']:>4}", when, text) if x) + reason)
+    return lines or ["no entries"]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     registry = _registry(args)
     a, b = (_version(registry, args.model, ref).version for ref in (args.a, args.b))
@@ -224,9 +273,14 @@ def comparison_lines(d: dict[str, Any]) -> list[str]:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from ..registry import ANY_CHAMPION
+
     registry = _registry(args)
     mv = _version(registry, args.model, args.version)
-    mv = registry.promote(mv.model, mv.version, args.reason)
+    expected = ANY_CHAMPION if args.expect_current is None else args.expect_current
+    mv = _conflict_exits(args, lambda: registry.promote(mv.model, mv.version, args.reason, expected=expected))
+    if mv is None:
+        return EXIT_CONFLICT
     emit(args, mv.to_dict(), lambda d: print(f"{d['model']} v{d['version']} is now the champion"))
     return 0
 
@@ -235,14 +289,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 EXIT_CONFLICT = 3
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def _conflict_exits(args: argparse.Namespace, change: Callable[[], Any]) -> Any:
+    """``change()``, or None after one line on stderr when the registry moved on (a conflict)."""
     from ..registry import RegistryConflict
 
     try:
-        registry = _registry(args)
-        mv = registry.rollback(known_model(registry, args.model), args.reason, expected=args.expect_current)
+        return change()
     except RegistryConflict as exc:
         print(f"streamguard-ml {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    model = known_model(registry, args.model)
+    mv = _conflict_exits(args, lambda: registry.rollback(model, args.reason, expected=args.expect_current))
+    if mv is None:
         return EXIT_CONFLICT
     emit(args, mv.to_dict(), lambda d: print(f"{d['model']} champion rolled back to v{d['version']}"))
     return 0
