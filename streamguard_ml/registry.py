@@ -59,6 +59,18 @@ class RegistryConflict(RegistryError):
 ANY_CHAMPION = object()
 
 
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+
+
+def validate_tag(tag: object) -> str:
+    """A tag is 1-64 letters, digits and ``. _ : / -`` (starting with a letter or digit), so it
+    reads the same in a URL filter, a table cell and a shell argument."""
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+        raise RegistryError(f"tag {tag!r}: use 1-64 letters, digits and . _ : / - (starting with a letter or digit), "
+                            "e.g. reviewed or ticket:SEC-12")
+    return tag
+
+
 def validate_model_name(name: object) -> str:
     """``name`` if it is a model name (:data:`_NAME_RULE`), else RegistryError naming it and the rule.
 
@@ -102,6 +114,8 @@ class ModelVersion:
     #: The decision threshold the version ships with (``thresholds.OperatingPoint``) and its calibration.
     operating_point: dict[str, Any] | None = None
     aliases: list[str] = field(default_factory=list)
+    #: Labels people attach (``registry tag``), e.g. ``reviewed`` or ``ticket:SEC-12``; kept in the audit log.
+    tags: list[str] = field(default_factory=list)
 
     @property
     def threshold(self) -> float:
@@ -140,11 +154,15 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)  # champion moves
     registered: set[int] = field(default_factory=set)
     champions: list[int] = field(default_factory=list)  # the champion stack (top last)
+    tags: dict[int, set[str]] = field(default_factory=dict)
 
     def apply(self, e: dict[str, Any]) -> None:
         v = e.get("version")
         if e["event"] == "registered":
             self.registered.add(v)
+        elif e["event"] in ("tagged", "untagged"):
+            tags = self.tags.setdefault(v, set())
+            (tags.add if e["event"] == "tagged" else tags.discard)(e["tag"])
         elif e["event"] == "status":
             self.status[v] = e["status"]
         elif e["event"] == "decision":
@@ -267,6 +285,7 @@ class Registry:
         mv.status = state.status.get(version, mv.status)
         mv.decision = state.decisions.get(version, mv.decision)
         mv.aliases = sorted(a for a, v in state.aliases.items() if v == version)
+        mv.tags = sorted(state.tags.get(version, ()))
         return mv
 
     def get(self, model: str, version: int) -> ModelVersion:
@@ -446,6 +465,20 @@ class Registry:
             raise RegistryError(f"status {status!r}: use one of {STATUSES}")
         self._require(model, version)
         self._append_once(model, {"event": "status", "version": version, "status": status, "reason": reason})
+        return self.get(model, version)
+
+    def tag(self, model: str, version: int, tag: str, remove: bool = False) -> ModelVersion:
+        """Attach ``tag`` to a version (or take it off): a label to find versions by, never a gate.
+
+        Tagging a version that already has the tag (or untagging one that has not) writes
+        nothing, so a repeated command leaves one audit entry.
+        """
+        tag = validate_tag(tag)
+        state = self._state(model)
+        self._require(model, version, state)
+        if (tag in state.tags.get(version, set())) != remove:
+            return self._version(model, version, state)
+        self._append(model, lambda _: {"event": "untagged" if remove else "tagged", "version": version, "tag": tag})
         return self.get(model, version)
 
     def record_decision(self, model: str, version: int, decision: dict[str, Any]) -> ModelVersion:

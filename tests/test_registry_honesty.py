@@ -141,6 +141,28 @@ def test_cli_best_takes_the_test_data_and_log_prints_the_audit_trail(store, arti
         "registered", "registered", "decision", "promoted", "promoted", "rolled_back"]
 
 
+def test_tags_label_versions_once_and_are_in_the_audit_log(store, artifact, capsys):
+    from streamguard_ml.cli import main as cli_main
+
+    reg = Registry(store)
+    reg.register("m", artifact, GOOD)
+    reg.register("m", artifact, GOOD)
+    base = ["--store", store.root, "registry"]
+    assert cli_main([*base, "tag", "m", "latest", "reviewed", "ticket:SEC-12"]) == 0
+    assert "m v2 tags: reviewed, ticket:SEC-12" in capsys.readouterr().out
+    assert cli_main([*base, "tag", "m", "2", "reviewed"]) == 0  # again: nothing new in the log
+    assert [e["event"] for e in reg.events("m")].count("tagged") == 2
+    capsys.readouterr()
+    assert cli_main([*base, "list", "--tag", "reviewed", "--json"]) == 0
+    assert [v["version"] for v in json.loads(capsys.readouterr().out)] == [2]
+    assert cli_main([*base, "tag", "m", "2", "reviewed", "--remove"]) == 0
+    assert reg.get("m", 2).tags == ["ticket:SEC-12"] and reg.get("m", 1).tags == []
+    assert cli_main([*base, "log", "m"]) == 0
+    assert "v2 untagged reviewed" in capsys.readouterr().out
+    assert cli_main([*base, "tag", "m", "1", "no spaces"]) == 2
+    assert "tag 'no spaces': use 1-64 letters" in capsys.readouterr().err
+
+
 def test_split_identity_is_the_scored_functions_not_their_order():
     frame = pd.DataFrame({"id": ["a", "b"], "label": [1, 0], "code": ["def f(): pass", "def g(): pass"]})
     assert split_identity(frame) == split_identity(frame.iloc[::-1])

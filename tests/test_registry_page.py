@@ -88,6 +88,9 @@ def populated(tmp_path_factory):
                                         "code": "def f(c, x):\n    c.execute('S' + x)\n", "vulnerable_lines": [2]}])
         if version < 3:
             reg.promote(MODEL, version)
+    reg.tag(MODEL, 1, "reviewed")
+    reg.tag(MODEL, 2, "reviewed")
+    reg.tag(MODEL, 2, "ticket:SEC-12")
     return store
 
 
@@ -189,6 +192,9 @@ def test_index_lists_models_versions_metrics_and_the_champion(client):
     assert 'class="badge smoke"' in v3 and "smoke: never promoted" in v3 and "Promote" not in v3
     assert f"<code title=\"{SAME}\">{SAME[:12]}</code>" in html and f"{OTHER[:12]}</code>" in html
     assert 'class="promote"' in html and "Promote v1" in html and "Promote v2" not in html  # v2 is the champion
+    v2 = html.split('data-version="2"')[1].split("</tr>")[0]
+    assert '<span class="tag">reviewed</span> <span class="tag">ticket:SEC-12</span>' in v2
+    assert '<option value="ticket:SEC-12">ticket:SEC-12</option>' in html
     api_versions = client.get("/streamguard/registry/api/versions").json()
     assert [(v["version"], v["status"], v["aliases"]) for v in api_versions] == [
         (1, "archived", []), (2, "deployed", ["champion"]), (3, "registered", [])]
@@ -198,7 +204,8 @@ def test_index_lists_models_versions_metrics_and_the_champion(client):
     ("", [3, 2, 1]), ("?status=archived", [1]), ("?alias=champion", [2]), ("?alias=none", [3, 1]),
     ("?data=synthetic", [2, 1]), ("?data=real", [3]), ("?smoke=yes", [3]), ("?smoke=no", [2, 1]),
     ("?q=v3", [3]), ("?q=cli-smoke", [3]), ("?q=TAINT", [3, 2, 1]), ("?q=nothing-like-it", []),
-    ("?data=synthetic&alias=none", [1])])
+    ("?data=synthetic&alias=none", [1]), ("?tag=reviewed", [2, 1]), ("?tag=ticket:SEC-12", [2]),
+    ("?q=sec-12", [2])])
 def test_filters_narrow_the_versions(client, query, shown):
     page = client.get(f"/streamguard/registry/{query}").text
     assert _rows(page) == shown

@@ -362,6 +362,7 @@ def version_row(mv: Any, champion: int | None) -> dict[str, Any]:
     return {"mv": mv, "version": mv.version, "model": mv.model, "status": mv.status, "aliases": mv.aliases,
             "smoke": is_smoke(mv), "data": data, "data_short": data[:12] if data else None, "kind": data_kind(mv),
             "run": (mv.lineage or {}).get("run"), "metrics": mv.metrics or {},
+            "tags": list(getattr(mv, "tags", None) or []),
             "promotable": not is_smoke(mv) and mv.version != champion}
 
 
@@ -369,20 +370,21 @@ def version_row(mv: Any, champion: int | None) -> dict[str, Any]:
 class Filters:
     """The index's filter facets (query parameters); empty means any.
 
-    Versions have no user-defined tags: the facets are status, alias (``none``: no
-    alias), the kind of test data (real / synthetic / unrecorded), smoke (``yes`` /
-    ``no``) and free text over model name, ``v<N>`` and run key.
+    The facets are status, alias (``none``: no alias), tag (``registry tag``), the kind
+    of test data (real / synthetic / unrecorded), smoke (``yes`` / ``no``) and free text
+    over model name, ``v<N>``, run key and tags.
     """
 
     status: str = ""
     alias: str = ""
+    tag: str = ""
     data: str = ""
     smoke: str = ""
     q: str = ""
 
     @property
     def active(self) -> bool:
-        return any((self.status, self.alias, self.data, self.smoke, self.q))
+        return any((self.status, self.alias, self.tag, self.data, self.smoke, self.q))
 
     def matches(self, row: dict[str, Any]) -> bool:
         return self._facets(row) and self._text(row)
@@ -394,10 +396,11 @@ class Filters:
             alias_ok = not self.alias or self.alias in row["aliases"]
         smoke_ok = not self.smoke or row["smoke"] == (self.smoke == "yes")
         status_ok = not self.status or row["status"] == self.status
-        return alias_ok and smoke_ok and status_ok and (not self.data or row["kind"] == self.data)
+        tag_ok = not self.tag or self.tag in row["tags"]
+        return alias_ok and smoke_ok and status_ok and tag_ok and (not self.data or row["kind"] == self.data)
 
     def _text(self, row: dict[str, Any]) -> bool:
-        haystack = " ".join((row["model"], f"v{row['version']}", str(row["run"] or "")))
+        haystack = " ".join((row["model"], f"v{row['version']}", str(row["run"] or ""), *row["tags"]))
         return not self.q or self.q.lower() in haystack.lower()
 
 
@@ -491,8 +494,9 @@ def facet_options(models: list[dict[str, Any]]) -> dict[str, list[str]]:
     from streamguard_ml.registry import STATUSES
 
     aliases = sorted({a for m in models for r in m["rows"] for a in r["aliases"]} | {CHAMPION})
-    return {"status": list(STATUSES), "alias": [*aliases, "none"], "data": ["real", "synthetic", "unrecorded"],
-            "smoke": ["yes", "no"]}
+    tags = sorted({t for m in models for r in m["rows"] for t in r["tags"]})
+    return {"status": list(STATUSES), "alias": [*aliases, "none"], "tag": tags,
+            "data": ["real", "synthetic", "unrecorded"], "smoke": ["yes", "no"]}
 
 
 # -- the comparison ------------------------------------------------------------------
@@ -617,9 +621,9 @@ def create_app() -> FastAPI:
 
     @app.get("/registry/", response_class=HTMLResponse)
     def index(request: Request, user: Any = Depends(require_user), status: str = "", alias: str = "",
-              data: str = "", smoke: str = "", q: str = "") -> HTMLResponse:
+              tag: str = "", data: str = "", smoke: str = "", q: str = "") -> HTMLResponse:
         registry = _registry()
-        filters = Filters(status=status, alias=alias, data=data, smoke=smoke, q=q.strip())
+        filters = Filters(status=status, alias=alias, tag=tag, data=data, smoke=smoke, q=q.strip())
         models = [model_view(registry, name, filters) for name in registry.models()]
         return _render("index.html", models=models, store=registry.store.root, filters=filters,
                        options=facet_options(models), **_page_context(request, user))

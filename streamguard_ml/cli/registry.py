@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = common(rsub.add_parser("list", help="all versions (of one model with --model)"))
     p.add_argument("--model", default=None, help="only this model: " + MODEL_HELP)
+    p.add_argument("--tag", default=None, metavar="TAG", help="only versions with this tag")
     p.set_defaults(func=cmd_list)
 
     p = common(rsub.add_parser("show", help="one version: a summary (--json: the whole registry document)"))
@@ -39,6 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rank the versions evaluated on this test data (a content hash or its prefix, as "
                         "`registry show` prints it; default: the data the newest version was evaluated on)")
     p.set_defaults(func=cmd_best)
+
+    p = common(rsub.add_parser("tag", help="attach tags to a version (--remove: take them off), to find it by",
+                               description="Tags are labels (reviewed, ticket:SEC-12, ...): `registry list --tag` "
+                                           "and the registry page filter by them; every change is in the audit log."))
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("version", help=REF_HELP)
+    p.add_argument("tags", nargs="+", metavar="TAG", help="1-64 letters, digits and . _ : / -")
+    p.add_argument("--remove", action="store_true", help="take the tags off instead")
+    p.set_defaults(func=cmd_tag)
 
     p = common(rsub.add_parser("log", help="the audit log: registrations, status changes, decisions, "
                                            "promotions and rollbacks, oldest first"))
@@ -146,7 +156,7 @@ def _console() -> Any:
 def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     model = known_model(registry, args.model) if args.model else None
-    versions = [mv.to_dict() for mv in registry.list(model)]
+    versions = [mv.to_dict() for mv in registry.list(model) if args.tag is None or args.tag in mv.tags]
     emit(args, versions, lambda vs: _console().print(versions_table(vs)))
     return 0
 
@@ -174,6 +184,7 @@ def version_summary(d: dict[str, Any], card_uri: str | None) -> list[str]:
     lines = [f"{d['model']} v{d['version']}: {d['status']}" + (f" ({', '.join(d['aliases'])})" if d["aliases"]
                                                                 else ""),
              f"  created        {d.get('created_at', '-')}",
+             f"  tags           {', '.join(d.get('tags') or []) or 'none'}",
              f"  smoke run      {_smoke(lineage)}",
              f"  threshold      {_fmt(op.get('threshold', DEFAULT_THRESHOLD))}" + (
                  f" (policy {op['policy']})" if op.get("policy") else
@@ -212,6 +223,15 @@ def cmd_best(args: argparse.Namespace) -> int:
     return _show(args, str(mv.version))
 
 
+def cmd_tag(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    mv = _version(registry, args.model, args.version)
+    for tag in args.tags:
+        mv = registry.tag(mv.model, mv.version, tag, remove=args.remove)
+    emit(args, mv.to_dict(), lambda d: print(f"{d['model']} v{d['version']} tags: {', '.join(d['tags']) or 'none'}"))
+    return 0
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     registry = _registry(args)
     events = registry.events(known_model(registry, args.model))
@@ -229,6 +249,8 @@ def log_lines(events: list[dict[str, Any]]) -> list[str]:
             text = f"v{e['version']} {what}{previous}"
         elif e.get("event") == "status":
             text = f"v{e['version']} {e.get('status')}"
+        elif e.get("event") in ("tagged", "untagged"):
+            text = f"v{e['version']} {e['event']} {e.get('tag')}"
         elif e.get("event") == "decision":
             decision = e.get("decision") or {}
             text = f"v{e['version']} gate: {'promote' if decision.get('promote') else 'keep the champion'}"
