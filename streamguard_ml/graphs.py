@@ -118,6 +118,8 @@ class ProgramGraph:
     tokens: list[list[str]] = field(default_factory=list)
     marks: list[int] = field(default_factory=list)
     edges: list[tuple[int, int, int]] = field(default_factory=list)
+    #: node → the CWE of the taint rule that made it a sink (what a scan names a finding's class by).
+    sink_cwes: dict[int, str] = field(default_factory=dict)
 
     @property
     def num_nodes(self) -> int:
@@ -320,6 +322,8 @@ class _Builder:
         for mark, rule in applicable:
             self.g.marks[i] |= MARK_BIT[mark]
             if mark == "sink":  # "args": the positions that are injection points (execute's query, not its params)
+                if rule.get("cwe"):
+                    self.g.sink_cwes.setdefault(i, rule["cwe"])
                 points = [positional[k] for k in rule["args"] if k < len(positional)] if "args" in rule else values
                 self.sink_args.setdefault(i, []).append(
                     ([j for j in map(self.idx, points) if j is not None], bool(rule.get("injection")),

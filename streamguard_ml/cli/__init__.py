@@ -101,7 +101,7 @@ def emit(args: argparse.Namespace, doc: Any, human: Callable[[Any], None] | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data, models, monitoring, registry, runs, sagemaker
+    from . import data, models, monitoring, registry, runs, sagemaker, scan
 
     parser = argparse.ArgumentParser(prog="streamguard-ml", description="Train, judge and ship models that "
                                      "find vulnerable code.", epilog=EPILOG,
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the installed streamguard-ml version and exit")
     common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, models, registry, runs, monitoring, sagemaker):
+    for module in (data, models, scan, registry, runs, monitoring, sagemaker):
         module.register(sub)
     return parser
 
