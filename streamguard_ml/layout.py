@@ -130,8 +130,17 @@ def sagemaker_code(digest: str) -> str:
     return f"sagemaker/code/sourcedir-{digest}.tar.gz"
 
 
+def scan_dir(run: str, repository: str) -> str:
+    """Where one repository's scan of a run lies: ``results.sarif``, ``summary.json``, ``findings.jsonl``."""
+    return f"scans/{run_key(run)}/{run_key(repository)}"
+
+
+def scans() -> str:
+    return "scans"
+
+
 #: The top-level folders of a store (see the tree above): what a store-relative key starts with.
-STORE_FOLDERS = ("runs", "registry", "datasets", "ingestion", "feedback", "sagemaker")
+STORE_FOLDERS = ("runs", "registry", "datasets", "ingestion", "feedback", "sagemaker", "scans")
 
 
 def store_relative(ref: str | None) -> str | None:

@@ -333,5 +333,23 @@ def sink_lines(code: str) -> list[tuple[str, int, bool]]:
     return [(cwe, graph.start_line[i], bool(graph.marks[i] & tainted)) for i, cwe in sorted(graph.sink_cwes.items())]
 
 
+def save(store: Any, prefix: str, result: ScanResult, tool_version: str) -> dict[str, str]:
+    """Write a scan under ``prefix`` of the store: ``results.sarif``, one JSON line per finding in
+    ``findings.jsonl`` (with its code and the model version: what ``feedback import`` matches
+    verdicts to) and ``summary.json``, written last, so a scan folder with a summary is complete.
+    Returns the URIs; the summary names the files by store-relative key (a moved store keeps working)."""
+    from .sarif import to_sarif
+
+    meta = {"model": result.model, "version": result.version, "threshold": result.threshold,
+            "started_at": result.started_at}
+    keys = {"sarif": f"{prefix}/results.sarif", "findings": f"{prefix}/findings.jsonl",
+            "summary": f"{prefix}/summary.json"}
+    store.write_jsonl(keys["findings"], ({**f.to_dict(), **meta} for f in result.findings))
+    store.write_json(keys["sarif"], to_sarif(result, tool_version))
+    store.write_json(keys["summary"], {**result.summary(), "started_at": result.started_at, "files_written": keys,
+                                       "notifications": [n.to_dict() for n in result.notifications]})
+    return {name: store.uri(key) for name, key in keys.items()}
+
+
 __all__ = ["FINGERPRINT_KEY", "Finding", "Notification", "ScanError", "ScanOptions", "ScanResult", "file_units",
-           "fingerprint", "rule_id", "scan", "sink_lines", "source_files"]
+           "fingerprint", "rule_id", "save", "scan", "sink_lines", "source_files"]
