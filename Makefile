@@ -39,7 +39,17 @@ airflow-db: $(AIRFLOW_HOME_DIR)/airflow.db
 run: $(STAMP) airflow-db
 	STREAMGUARD_STORE=$${STREAMGUARD_STORE:-$(CURDIR)/.streamguard} $(BIN)/airflow dags test streamguard_training
 
-test: $(STAMP)
+# The official SARIF 2.1.0 JSON schema, as Microsoft's SARIF SDK ships it in its npm package (the tests
+# validate `streamguard-ml scan` output against it with jsonschema); fetched from the npm registry.
+SARIF_SDK    := $(VENV)/sarif-sdk
+SARIF_SCHEMA := $(SARIF_SDK)/node_modules/@microsoft/sarif-multitool-linux/sarif-2.1.0.json
+export STREAMGUARD_SARIF_SCHEMA := $(SARIF_SCHEMA)
+
+$(SARIF_SCHEMA): | $(STAMP)
+	npm install --silent --no-save --ignore-scripts --no-audit --no-fund --prefix $(SARIF_SDK) \
+		@microsoft/sarif-multitool-linux@5.7.0
+
+test: $(STAMP) $(SARIF_SCHEMA)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+from ..layout import STORE_FOLDERS  # a non-empty directory with none of these is not a store
 from ..store import LocalStore, Store, open_store
 
 
@@ -32,8 +33,6 @@ EXIT_BROKEN_PIPE = 141
 #: Commands that run for minutes: on a terminal they log progress (INFO: the epoch lines) by default.
 LONG_RUNNING = frozenset({"ingest", "preprocess", "train", "evaluate"})
 
-#: Top-level folders of a StreamGuard store (see layout.py): a non-empty directory with none is not one.
-STORE_FOLDERS = ("registry", "runs", "datasets", "ingestion", "feedback", "sagemaker")
 
 EPILOG = """\
 --store, --json, -v and -q are accepted before the command or after it.
