@@ -23,7 +23,8 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "streamguard_training" in dagbag.dags
+    assert {"streamguard_training", "streamguard_ingestion", "streamguard_retraining_monitor",
+            "streamguard_scan"} <= set(dagbag.dags)
 
 
 def test_training_dag_tasks_and_dependencies(dagbag):
@@ -74,7 +75,17 @@ def test_monitor_dag_sensors_reschedule_and_decide(dagbag):
     assert {"force_retrain", "feedback_count", "accuracy_drop", "fpr_rise", "psi", "max_days"} <= set(dag.params)
 
 
-@pytest.mark.parametrize("dag_id", ["streamguard_training", "streamguard_ingestion", "streamguard_retraining_monitor"])
+def test_scan_dag_maps_one_task_per_repository_and_reports_all_done(dagbag):
+    dag = dagbag.dags["streamguard_scan"]
+    assert dag.catchup is False and dag.schedule == "@daily"
+    assert dag.get_task("scan_repository").upstream_task_ids == {"resolve_model", "plan_repositories"}
+    assert dag.get_task("summarize").trigger_rule == "all_done"
+    assert dag.get_task("check_scans").upstream_task_ids == {"summarize"}
+    assert {"repositories", "exclude", "model", "model_version", "threshold", "store"} == set(dag.params)
+
+
+@pytest.mark.parametrize("dag_id", ["streamguard_training", "streamguard_ingestion", "streamguard_retraining_monitor",
+                                    "streamguard_scan"])
 def test_every_param_is_described_sectioned_and_its_default_passes_airflows_validation(dagbag, dag_id):
     """Issue 18 item 1: the store Param's "" default counted as an empty required field, so the UI's
     Trigger button stayed disabled; nine Params had no description and none had a section."""
