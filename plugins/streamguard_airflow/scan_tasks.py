@@ -87,8 +87,10 @@ def plan_repositories() -> list[dict[str, str]]:
     if not repositories:
         repositories = [str(default_repository())]
         print(f"no repositories given: scanning this project's own code at {repositories[0]}", flush=True)
-    planned = [{"uri": uri, "name": repository_name(uri)} for uri in dict.fromkeys(repositories)]
-    return planned
+    planned: dict[str, str] = {}
+    for uri in repositories:  # one task per repository: "app" and "app/" are the same one
+        planned.setdefault(repository_name(uri), uri)
+    return [{"uri": uri, "name": name} for name, uri in planned.items()]
 
 
 def scan_options(params: dict[str, Any]) -> Any:
