@@ -644,7 +644,7 @@ def test_an_expired_or_missing_session_leads_to_the_login_page(browser, served, 
 
 @pytest.fixture(scope="module")
 def serialized_dags(airflow_db):
-    """The three DAGs parsed into the test metadata DB, as the dag-processor would."""
+    """The DAGs parsed into the test metadata DB, as the dag-processor would."""
     subprocess.run([sys.executable, "-m", "airflow", "dags", "reserialize"], check=True, capture_output=True,
                    env=dict(os.environ), timeout=600)
 
@@ -654,7 +654,8 @@ DIALOG_TRIGGER = ("[...document.querySelectorAll('[role=dialog] button')]"
                   ".find(b => b.innerText.trim() === 'Trigger')")
 
 
-@pytest.mark.parametrize("dag_id", ["streamguard_training", "streamguard_ingestion", "streamguard_retraining_monitor"])
+@pytest.mark.parametrize("dag_id", ["streamguard_training", "streamguard_ingestion", "streamguard_retraining_monitor",
+                                    "streamguard_scan"])
 def test_each_dag_triggers_from_the_ui_with_its_defaults(browser, served, serialized_dags, dag_id, tmp_path):
     """Issue 18 item 1: the store Param's "" default kept the trigger form's Trigger button disabled."""
     base, token = served

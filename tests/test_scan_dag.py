@@ -223,16 +223,3 @@ def test_scan_dag_without_a_model_says_to_train_first(airflow_db, dagbag, tmp_pa
     assert ("resolve_model", -1) in states and states[("check_scans", -1)] in ("upstream_failed", "failed")
     out = capfd.readouterr()
     assert "holds no models yet; run the streamguard_training DAG first" in out.out + out.err
-
-
-# -- the trigger form -----------------------------------------------------------------
-# The headless-Chromium fixtures of tests/test_registry_page.py, whose trigger-form test lists the other DAGs.
-from test_registry_page import (  # noqa: E402,F401  (fixtures)
-    airflow_run, api, browser, chromium, populated, serialized_dags, served,
-    test_each_dag_triggers_from_the_ui_with_its_defaults as _trigger_form_check,
-)
-
-
-def test_scan_dag_triggers_from_the_ui_with_its_defaults(browser, served, serialized_dags, tmp_path):
-    """Issue 18 item 1's check for this DAG: its trigger form opens with the Trigger button enabled."""
-    _trigger_form_check(browser, served, serialized_dags, "streamguard_scan", tmp_path)
