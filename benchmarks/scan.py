@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-version", default="deployed", help="version: N, latest, deployed (default)")
     p.add_argument("--transformer-version", default="deployed", help=f"version of {TRANSFORMER} (default deployed)")
     p.add_argument("--cores", type=int, default=2, help="CPUs each side is pinned to (default 2)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="OMP/MKL threads of the GNN side (default: --cores; 1 is steadier on a shared machine)")
     p.add_argument("--data", default=str(SVEN), help="SVEN-format JSONL folder for the fallback GNN")
     p.add_argument("--train-epochs", type=int, default=10, help="epochs of the fallback GNN (default 10)")
     p.add_argument("--train-store", default=None,
@@ -80,14 +82,20 @@ def _pin(cores: int) -> Any:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
+THREADS: int | None = None  # --torch-threads
+
+
 def run_child(cmd: list[str], cores: int, out: Path | None = None) -> dict[str, Any]:
-    """Run ``cmd`` pinned to ``cores`` CPUs; its wall seconds, exit code and peak RSS (MiB, its own)."""
+    """Run ``cmd`` pinned to ``cores`` CPUs; its wall seconds, exit code and peak RSS (MiB, its own), and the
+    machine's 1-minute load average before and after (other processes on the cores slow OpenMP-threaded
+    torch far more than single-threaded bandit: read the numbers with it)."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, str(cores))
+        env[var] = str(THREADS or cores) if THREADS or var not in env else env[var]
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     log = tempfile.TemporaryFile(mode="w+")
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log if out is None else subprocess.DEVNULL, stderr=log, env=env,
                             preexec_fn=_pin(cores))
@@ -95,7 +103,8 @@ def run_child(cmd: list[str], cores: int, out: Path | None = None) -> dict[str, 
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     log.seek(0)
-    return {"rc": proc.returncode, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {"rc": proc.returncode, "wall_s": wall, "load": (load_before, os.getloadavg()[0]),
+            "peak_rss_mb": usage.ru_maxrss / 1024,
             "cpu_s": usage.ru_utime + usage.ru_stime, "log": log.read()}
 
 
@@ -275,6 +284,8 @@ def main() -> None:
         doc = phase_model(a) if args.phase == "model" else phase_scan(a)
         Path(a["out"]).write_text(json.dumps(doc, default=str))
         return
+    global THREADS
+    THREADS = args.torch_threads
     tree = Path(args.tree) if args.tree else default_tree()
     cores = min(args.cores, len(os.sched_getaffinity(0)))
     print(f"tree: {tree}" + ("" if args.tree else " (the installed airflow package)"))
@@ -319,7 +330,8 @@ def run(args: argparse.Namespace, tree: Path, cores: int, train_store: str) -> N
             ("files per CPU-s (process)", f"{g['files'] / gp['cpu_s']:.1f}", f"{b['files'] / bp['cpu_s']:.1f}"),
             ("files/s (scan only)", f"{g['files'] / g['scan_s']:.1f}", "-"),
             ("functions/s (scan only)", f"{g['functions'] / g['scan_s']:.1f}", "-"),
-            ("peak RSS MiB", f"{gp['peak_rss_mb']:.0f}", f"{bp['peak_rss_mb']:.0f}")]
+            ("peak RSS MiB", f"{gp['peak_rss_mb']:.0f}", f"{bp['peak_rss_mb']:.0f}"),
+            ("load avg before/after", "{:.1f} / {:.1f}".format(*gp["load"]), "{:.1f} / {:.1f}".format(*bp["load"]))]
     print(f"\n{'':26}{'gnn (streamguard scan)':>24}{b['version'][:22]:>24}")
     for name, x, y in rows:
         print(f"{name:26}{x:>24}{y:>24}")
@@ -327,6 +339,11 @@ def run(args: argparse.Namespace, tree: Path, cores: int, train_store: str) -> N
           f"{g['list_s']:.1f} s, scan {g['scan_s']:.1f} s ({g['torch_threads']} torch threads); RSS before the scan "
           f"{g['rss_before_scan_mb']:.0f} MiB, peak {g['peak_rss_self_mb']:.0f} MiB")
     other = g["scan_s"] - sum(g["parts"].values())
+    busy = max(*gp["load"], *bp["load"])
+    if busy > cores + 0.5:
+        print(f"warning: load average up to {busy:.1f} on {len(os.sched_getaffinity(0))} CPUs: other processes "
+              "shared the cores, which slows the OpenMP-threaded GNN side far more than single-threaded bandit; "
+              "rerun on a quiet machine (or try --torch-threads 1)")
     print("gnn scan by part: " + ", ".join(f"{k} {v:.1f} s" for k, v in g["parts"].items())
           + f", other {other:.1f} s")
 
