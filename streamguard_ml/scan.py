@@ -306,22 +306,30 @@ def _score_batch(model: Any, batch: list[CodeUnit], threshold: float, options: S
 def explain_findings(model: Any, flagged: Sequence[tuple[CodeUnit, float]], options: ScanOptions) -> list[Finding]:
     """Findings for flagged units: the explanation's top lines (file line numbers) and the class of the
     sink nearest the top line (tainted sinks first)."""
-    from .explain import explain_split
-
     data = model.featurize([u.code for u, _ in flagged])
-    method = options.explain if model.model_type != "transformer" else "ig"
-    explanations = explain_split(model, data, range(len(flagged)), method=method)
     out = []
-    for (unit, score), e in zip(flagged, explanations):
+    for (unit, score), lines in zip(flagged, _line_attributions(model, data, options.explain)):
         code_lines = unit.code.splitlines()
         top = [{"line": unit.file_line(ln), "attribution": round(float(a), 6), "text": code_lines[ln - 1].strip()}
-               for ln, a in e.lines if a > 0][:options.top_lines]
+               for ln, a in lines if a > 0 and 0 < ln <= len(code_lines)][:options.top_lines]
         sinks = sink_lines(unit.code)
         first = (top[0]["line"] - unit.start_line + 1) if top else 1
         cwe = min(sinks, key=lambda s: (not s[2], abs(s[1] - first)))[0] if sinks else None
         out.append(Finding(unit.path, unit.name, unit.kind, unit.start_line, unit.end_line, round(score, 6), cwe,
                            top, fingerprint(unit.path, unit.name, unit.code), unit.code))
     return out
+
+
+def _line_attributions(model: Any, data: Any, method: str) -> list[list[tuple[int, float]]]:
+    """Per sample, (line, attribution) strongest first: the GNN's attention in one batched pass, else
+    :func:`explain.explain_split` (Integrated Gradients; the transformer always)."""
+    from .explain import aggregate_lines, explain_split, gnn_attention
+
+    if method == "attention" and model.model_type == "gnn":
+        weights = gnn_attention(model.model, data)
+        return [aggregate_lines(data.graph(i)["node_line"], w) for i, w in enumerate(weights)]
+    method = method if model.model_type != "transformer" else "ig"
+    return [e.lines for e in explain_split(model, data, range(len(data.records)), method=method)]
 
 
 def sink_lines(code: str) -> list[tuple[str, int, bool]]:

@@ -223,3 +223,15 @@ def test_cli_scan_formats_exit_codes_and_summary(repo, gnn, tmp_path, capsys):
     assert main([*base, "--model", "nope"]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
     assert main(["--store", store.root, "scan", str(tmp_path / "missing")]) == 2
+
+
+def test_batched_attention_equals_one_graph_at_a_time(gnn):
+    from streamguard_ml.explain import explain_gnn, gnn_attention
+
+    _, model = gnn
+    data = model.featurize([SQLI, SAFE, "def f(x):\n    return eval(x)\n"])
+    batched = gnn_attention(model.model, data)
+    for i, weights in enumerate(batched):
+        alone, _, _ = explain_gnn(model.model, data.graph(i), "attention")
+        assert weights.shape == alone.shape and abs(weights.sum() - 1) < 1e-5
+        assert max(abs(weights - alone)) < 1e-5
