@@ -280,61 +280,15 @@ def scan(root: Path, model: Any, name: str, version: int, options: ScanOptions |
             if progress:
                 progress(done)
 
-    featurized = ((batch, *model.featurize_each([u.code for u in batch])) for batch in _batches(units(), options.limits))
-    for batch, data, errors in _prefetched(featurized):
-        _score_batch(model, batch, data, errors, threshold, options, result)
-    result.notifications.sort(key=lambda n: (n.path, n.line or 0, n.reason))  # two threads added them
+    for batch in _batches(units(), options.limits):
+        _score_batch(model, batch, threshold, options, result)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """``items``, produced by a background thread up to ``depth`` ahead.
-
-    Reading files, splitting them into units and building program graphs (Python and the C
-    builder) would otherwise wait for the model's forward pass and the other way round; torch
-    releases the GIL in its kernels, so both cores are busy.  ``depth`` bounds the memory: at
-    most that many featurised batches wait.  An error in the producer is raised here.
-    """
-    import queue
-    import threading
-
-    done = object()
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put((True, item), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put((True, done))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            box.put((False, exc))
-
-    thread = threading.Thread(target=produce, name="scan-featurize", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = box.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _score_batch(model: Any, batch: list[CodeUnit], data: Any, errors: list[str | None], threshold: float,
-                 options: ScanOptions, result: ScanResult) -> None:
+def _score_batch(model: Any, batch: list[CodeUnit], threshold: float, options: ScanOptions,
+                 result: ScanResult) -> None:
+    data, errors = model.featurize_each([u.code for u in batch])
     for unit, error in zip(batch, errors):
         if error:
             result.notifications.append(Notification(unit.path, NO_GRAPH, f"no program graph could be built ({error})",

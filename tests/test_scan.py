@@ -126,7 +126,6 @@ def test_batches_stay_within_the_limits(repo, gnn, monkeypatch):
     sizes = []
     real = scan_module._score_batch
     monkeypatch.setattr(scan_module, "_score_batch", lambda m, b, *a: (sizes.append(len(b)), real(m, b, *a)))
-    # (featurised one batch ahead by a background thread: the limits bound what waits, too)
     result = scan(repo, model, "m", 1, ScanOptions(threshold=1.0, limits=InferenceLimits(max_request_functions=2)))
     assert sizes and max(sizes) <= 2 and sum(sizes) == result.functions
 
@@ -224,19 +223,6 @@ def test_cli_scan_formats_exit_codes_and_summary(repo, gnn, tmp_path, capsys):
     assert main([*base, "--model", "nope"]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
     assert main(["--store", store.root, "scan", str(tmp_path / "missing")]) == 2
-
-
-def test_an_error_while_featurising_ahead_reaches_the_caller(repo, gnn, monkeypatch):
-    _, model = gnn
-
-    class Broken:
-        model_type, threshold = model.model_type, 0.5
-
-        def featurize_each(self, codes):
-            raise MemoryError("featurising failed")
-
-    with pytest.raises(MemoryError, match="featurising failed"):
-        scan(repo, Broken(), "m", 1)
 
 
 def test_batched_attention_equals_one_graph_at_a_time(gnn):
